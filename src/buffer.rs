@@ -1,0 +1,179 @@
+//! Bounded byte buffers that hold heap memory only while they hold bytes.
+//!
+//! A connection keeps bytes only while it has a partial frame or unsent
+//! output; an idle one holds no allocation at all. To keep a busy
+//! connection from allocating on every event, a drained buffer hands its
+//! allocation to a *spare* owned by the server (one per server, not per
+//! connection), and the next buffer that needs memory takes it back.
+//!
+//! ```text
+//!            start               len
+//!   bytes:  [ consumed | pending  ]   spare capacity ...
+//!            ^^^^^^^^^^ reclaimed by compaction when the buffer must grow
+//! ```
+
+/// The largest allocation a drained buffer may leave in the spare; bigger
+/// ones are freed so that one burst does not pin memory for ever.
+pub const SPARE_MAX: usize = 1 << 20;
+
+/// The smallest allocation made for a buffer: small frames share one.
+const MIN_ALLOC: usize = 4 << 10;
+
+/// The server's spare allocations, one for partial input frames and one for
+/// output, lent to whichever connection needs memory next.
+#[derive(Debug, Default)]
+pub struct Spares {
+    /// For decoders' partial frames.
+    pub input: Vec<u8>,
+    /// For unsent output.
+    pub output: Vec<u8>,
+}
+
+/// A FIFO byte buffer with a read cursor.
+///
+/// Invariants: `start <= bytes.len()`; `start == bytes.len()` only when both
+/// are 0; an empty buffer has capacity 0 unless it was just handed a spare.
+#[derive(Debug, Default)]
+pub struct Buffer {
+    /// The bytes; `bytes[..start]` are consumed and await compaction.
+    bytes: Vec<u8>,
+    /// Read cursor into `bytes`.
+    start: usize,
+}
+
+impl Buffer {
+    /// An empty buffer; allocates nothing.
+    pub const fn new() -> Buffer {
+        Buffer {
+            bytes: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// Number of bytes held.
+    pub fn len(&self) -> usize {
+        self.bytes.len() - self.start
+    }
+
+    /// Whether no bytes are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of heap memory held (what the memory bounds are about).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The bytes held, oldest first.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    /// Appends `data`, growing by doubling but never past `limit` bytes of
+    /// capacity unless the data itself needs more; takes `spare`'s
+    /// allocation if this buffer has none.
+    pub fn push(&mut self, data: &[u8], limit: usize, spare: &mut Vec<u8>) {
+        if data.is_empty() {
+            return;
+        }
+        if self.bytes.capacity() == 0 && spare.capacity() != 0 {
+            std::mem::swap(&mut self.bytes, spare);
+            self.bytes.clear();
+        }
+        let needed = self.len() + data.len();
+        if needed > self.bytes.capacity() - self.start {
+            // Reclaim the consumed front before asking for more memory.
+            self.bytes.drain(..self.start);
+            self.start = 0;
+            if needed > self.bytes.capacity() {
+                let doubled = (self.bytes.capacity() * 2).max(MIN_ALLOC).min(limit);
+                let target = doubled.max(needed);
+                self.bytes.reserve_exact(target - self.bytes.len());
+            }
+        }
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// Drops the oldest `n` bytes (at most [`len`](Self::len)); when the
+    /// buffer empties, its allocation goes to `spare` or is freed.
+    pub fn consume(&mut self, n: usize, spare: &mut Vec<u8>) {
+        self.start += n.min(self.len());
+        if self.start == self.bytes.len() {
+            self.release(spare);
+        }
+    }
+
+    /// Empties the buffer and gives back its allocation, to `spare` if
+    /// that is worth it, else to the allocator.
+    pub fn release(&mut self, spare: &mut Vec<u8>) {
+        let mut bytes = std::mem::take(&mut self.bytes);
+        self.start = 0;
+        if bytes.capacity() > spare.capacity() && bytes.capacity() <= SPARE_MAX {
+            bytes.clear();
+            *spare = bytes;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_buffer_holds_no_memory() {
+        let b = Buffer::new();
+        assert_eq!(b.capacity(), 0);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn drained_buffer_hands_allocation_to_spare_and_back() {
+        let mut spare = Vec::new();
+        let mut b = Buffer::new();
+        b.push(b"hello", usize::MAX, &mut spare);
+        let cap = b.capacity();
+        assert!(cap >= 5);
+        b.consume(5, &mut spare);
+        assert_eq!(b.capacity(), 0);
+        assert_eq!(spare.capacity(), cap);
+        b.push(b"again", usize::MAX, &mut spare);
+        assert_eq!(
+            spare.capacity(),
+            0,
+            "the spare was reused, not a new allocation"
+        );
+        assert_eq!(b.as_slice(), b"again");
+    }
+
+    #[test]
+    fn growth_respects_the_limit_hint() {
+        let mut spare = Vec::new();
+        let mut b = Buffer::new();
+        for _ in 0..100 {
+            b.push(&[7; 100], 10_000, &mut spare);
+        }
+        assert_eq!(b.len(), 10_000);
+        assert!(b.capacity() <= 10_000);
+    }
+
+    #[test]
+    fn partial_consume_keeps_order_across_compaction() {
+        let mut spare = Vec::new();
+        let mut b = Buffer::new();
+        b.push(b"abcdef", 8, &mut spare);
+        b.consume(4, &mut spare);
+        b.push(b"ghijkl", 8, &mut spare);
+        assert_eq!(b.as_slice(), b"efghijkl");
+    }
+
+    #[test]
+    fn huge_allocations_are_not_kept_as_spare() {
+        let mut spare = Vec::new();
+        let mut b = Buffer::new();
+        b.push(&vec![0; SPARE_MAX + 1], usize::MAX, &mut spare);
+        b.consume(usize::MAX, &mut spare);
+        assert_eq!(spare.capacity(), 0);
+        assert_eq!(b.capacity(), 0);
+    }
+}

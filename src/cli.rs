@@ -1,0 +1,218 @@
+//! Command-line parsing: clap definitions, the checks clap cannot express,
+//! and the mapping from outcomes to exit statuses. No socket code.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use log::LevelFilter;
+use simplelog::{ConfigBuilder, WriteLogger};
+
+use uds_reactor::config::{parse_mode, parse_size};
+use uds_reactor::{Address, Config, Framing, Group, Server, SocketType};
+
+/// A single-threaded Unix-domain-socket echo server (stream, seqpacket,
+/// dgram; raw, line or length framing).
+#[derive(Parser, Debug)]
+#[command(name = "uds-reactor", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {}
+
+/// The server's options (SPEC "Command line").
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Socket path, or @name for a Linux abstract address. May be omitted
+    /// under systemd socket activation.
+    #[arg(value_name = "PATH")]
+    path: Option<OsString>,
+
+    /// Socket type.
+    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = ["stream", "seqpacket", "dgram"])]
+    socket_type: String,
+
+    /// Stream framing: raw bytes, newline-terminated lines, or 4-byte
+    /// big-endian length prefixes. Stream sockets only.
+    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = ["raw", "line", "length"])]
+    framing: String,
+
+    /// Largest frame payload accepted (bytes, or with K/M/G).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    max_frame: usize,
+
+    /// Per-connection cap on unsent output; past it, reading that peer
+    /// pauses until it drains.
+    #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = parse_size)]
+    max_buffer: usize,
+
+    /// Exact permissions of the socket file, in octal.
+    #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
+    mode: u32,
+
+    /// Group owner of the socket file.
+    #[arg(long, value_name = "NAME|GID")]
+    group: Option<Group>,
+
+    /// Serve only peers with this uid (repeatable; SO_PEERCRED).
+    #[arg(long = "allow-uid", value_name = "UID")]
+    allow_uid: Vec<u32>,
+
+    /// ... or with this gid (repeatable).
+    #[arg(long = "allow-gid", value_name = "GID")]
+    allow_gid: Vec<u32>,
+
+    /// Further connections are accepted and closed at once [default: what
+    /// the open-file limit allows].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+
+    /// Close connections with no traffic for this long; 0 = never.
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    idle_timeout: Duration,
+
+    /// On shutdown, how long pending output may still be flushed.
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    drain_timeout: Duration,
+
+    /// Listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    backlog: i32,
+
+    /// Log level: off, error, warn, info, debug, trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: LevelFilter,
+
+    /// More logging (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less logging (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    quiet: u8,
+}
+
+/// Runs the binary: 0 after a signal-initiated shutdown, 1 for a runtime
+/// error, 2 for a usage error; errors are one line on stderr.
+pub fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command {
+        None => serve(cli.serve, &matches),
+        Some(command) => match command {},
+    }
+}
+
+fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    init_logging(level(args.log_level, args.verbose, args.quiet));
+    let config = match config_from(args, matches) {
+        Ok(config) => config,
+        Err(msg) => Cli::command()
+            .error(ErrorKind::ArgumentConflict, msg)
+            .exit(),
+    };
+    let result = Server::bind(config).and_then(|mut server| {
+        server.handle_signals()?;
+        server.run()
+    });
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("uds-reactor: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Builds the library's config, rejecting options that make no sense
+/// together (clap cannot express these).
+fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> {
+    let given = |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine));
+    let socket_type: SocketType = args.socket_type.parse()?;
+    let framing: Framing = args.framing.parse()?;
+    let address = args.path.as_deref().map(Address::parse);
+    if socket_type == SocketType::Dgram {
+        for flag in ["backlog", "max_connections", "idle_timeout"] {
+            if given(flag) {
+                return Err(format!(
+                    "--{} does not apply to --type dgram (a datagram socket has no connections)",
+                    flag.replace('_', "-")
+                ));
+            }
+        }
+    }
+    if matches!(address, Some(Address::Abstract(_))) && (given("mode") || given("group")) {
+        return Err(
+            "--mode and --group apply to socket files; an abstract address (@name) has none".into(),
+        );
+    }
+    let config = Config {
+        address,
+        socket_type,
+        framing,
+        max_frame: args.max_frame,
+        max_buffer: args.max_buffer,
+        mode: args.mode,
+        group: args.group,
+        allow_uids: args.allow_uid,
+        allow_gids: args.allow_gid,
+        max_connections: args.max_connections,
+        idle_timeout: (!args.idle_timeout.is_zero()).then_some(args.idle_timeout),
+        drain_timeout: args.drain_timeout,
+        backlog: args.backlog,
+        systemd: true,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    if config.address.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
+        return Err("a PATH is required (unless started by systemd socket activation)".into());
+    }
+    Ok(config)
+}
+
+/// `--log-level` stepped up by `-v` and down by `-q`.
+fn level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
+    const LEVELS: [LevelFilter; 6] = [
+        LevelFilter::Off,
+        LevelFilter::Error,
+        LevelFilter::Warn,
+        LevelFilter::Info,
+        LevelFilter::Debug,
+        LevelFilter::Trace,
+    ];
+    let at = LEVELS.iter().position(|l| *l == base).unwrap_or(3) as i32;
+    let at = (at + i32::from(verbose) - i32::from(quiet)).clamp(0, 5);
+    LEVELS[at as usize]
+}
+
+/// Logs to stderr, one line each, without module paths.
+pub fn init_logging(level: LevelFilter) {
+    let config = ConfigBuilder::new()
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        .set_time_format_rfc3339()
+        .build();
+    // Only fails if a logger is already set, which cannot happen here.
+    let _ = WriteLogger::init(level, config, std::io::stderr());
+}
+
+/// Parses whole or fractional seconds.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("'{s}' is not a number of seconds"))
+}

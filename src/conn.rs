@@ -1,0 +1,416 @@
+//! The sans-IO connection: a state machine that is handed the bytes read,
+//! end of input and the time, and hands back the bytes to write, the
+//! interest it wants and why it closed. It never sees a socket, mio, the
+//! clock or the logger, so tests and fuzzers drive it byte by byte.
+//!
+//! # Driving it
+//!
+//! The driver (the server's loop, a test, a fuzz target) calls, in any
+//! order the socket dictates:
+//!
+//! * inputs: [`handle_read`](Conn::handle_read) with each chunk read while
+//!   [`wants_read`](Conn::wants_read); [`handle_eof`](Conn::handle_eof) on
+//!   a zero-length read; [`handle_written`](Conn::handle_written) after a
+//!   write; [`handle_timeout`](Conn::handle_timeout) when
+//!   [`poll_timeout`](Conn::poll_timeout) passes; [`shutdown`](Conn::shutdown)
+//!   when the server stops; [`handle_io_error`](Conn::handle_io_error).
+//! * outputs: [`transmit`](Conn::transmit) (the next bytes, or the next
+//!   message, to write), [`interest`](Conn::interest) (what to register),
+//!   [`is_done`](Conn::is_done) (reap it) and
+//!   [`close_reason`](Conn::close_reason).
+//!
+//! Writing eagerly is the driver's job: after each input, write
+//! `transmit()` until it is empty or the socket would block.
+
+use std::time::{Duration, Instant};
+
+use crate::buffer::{Buffer, Spares};
+use crate::codec::{Decoder, Eof, FrameError};
+use crate::config::{Config, Framing, SocketType};
+use crate::handler::{ConnId, Context, Handler, Outbox, PeerCred};
+
+/// Settings shared by every connection of a server (kept out of [`Conn`]
+/// so an idle connection stays small).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How the input stream is cut into frames.
+    pub framing: Framing,
+    /// Whether the socket keeps message boundaries (seqpacket).
+    pub messages: bool,
+    /// Largest frame payload accepted.
+    pub max_frame: usize,
+    /// Past this many bytes of unsent output, stop reading.
+    pub max_buffer: usize,
+    /// Close after this long without traffic either way.
+    pub idle_timeout: Option<Duration>,
+    /// How long a closing connection may take to flush its output.
+    pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The limits a server with `config` applies.
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            framing: config.framing,
+            messages: config.socket_type == SocketType::Seqpacket,
+            max_frame: config.max_frame,
+            max_buffer: config.max_buffer,
+            idle_timeout: config.idle_timeout,
+            drain_timeout: config.drain_timeout,
+        }
+    }
+}
+
+/// Why a connection closed (other than the peer finishing normally).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A frame broke `--max-frame`.
+    Frame(FrameError),
+    /// A partial `length` frame of this many bytes was pending at EOF and
+    /// was dropped (the connection itself finished normally).
+    PartialAtEof(usize),
+    /// No traffic for `--idle-timeout`.
+    Idle,
+    /// The output could not be flushed within `--drain-timeout`.
+    DrainTimeout,
+    /// The handler asked to close.
+    Handler,
+    /// Reading or writing failed (the peer went away).
+    Io,
+}
+
+/// Per-connection counts reported to the driver after each input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Frames decoded and handed to the handler.
+    pub frames_in: u64,
+    /// Replies the handler sent.
+    pub frames_out: u64,
+}
+
+const READ_DONE: u8 = 1; // no more input will be read (EOF, closing, error)
+const CLOSING: u8 = 2; // close once output is flushed (bounded by drain)
+const DEAD: u8 = 4; // closed at once; output discarded
+
+/// One connection's state. See the [module docs](self) for the driving
+/// order.
+///
+/// Invariants: once `is_done()` it stays done and wants nothing; it wants
+/// READABLE only while reading is allowed, WRITABLE only while output is
+/// pending; output exceeds `max_buffer` by at most one input chunk's
+/// replies, and the decoder holds at most one partial frame.
+#[derive(Debug)]
+pub struct Conn<S> {
+    decoder: Decoder,
+    /// Unsent output: bytes for a stream, records for messages.
+    out: Buffer,
+    state: S,
+    peer: Option<PeerCred>,
+    /// Last traffic either way (or when closing began).
+    last_active: Instant,
+    flags: u8,
+    reason: Option<CloseReason>,
+}
+
+/// What a [`Conn`] asks the driver to register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wants {
+    /// Register for readability.
+    pub read: bool,
+    /// Register for writability.
+    pub write: bool,
+}
+
+impl<S: Default> Conn<S> {
+    /// A new connection with a peer's credentials, accepted at `now`.
+    pub fn new(limits: &Limits, peer: Option<PeerCred>, now: Instant) -> Conn<S> {
+        Conn {
+            decoder: Decoder::new(limits.framing, limits.max_frame),
+            out: Buffer::new(),
+            state: S::default(),
+            peer,
+            last_active: now,
+            flags: 0,
+            reason: None,
+        }
+    }
+}
+
+impl<S> Conn<S> {
+    /// The peer's credentials.
+    pub fn peer(&self) -> Option<PeerCred> {
+        self.peer
+    }
+
+    /// Lets the handler greet the connection.
+    pub fn open<H>(
+        &mut self,
+        id: ConnId,
+        limits: &Limits,
+        handler: &mut H,
+        spares: &mut Spares,
+    ) -> Tally
+    where
+        H: Handler<State = S>,
+    {
+        let Conn { out, state, .. } = self;
+        let mut cx = context(id, self.peer, limits, out, &mut spares.output);
+        handler.open(state, &mut cx);
+        let (close, sent) = (cx.close, cx.sent);
+        if close {
+            self.begin_close(CloseReason::Handler);
+        }
+        Tally {
+            frames_in: 0,
+            frames_out: sent,
+        }
+    }
+
+    /// Feeds bytes read from the socket (one message, for seqpacket).
+    pub fn handle_read<H>(
+        &mut self,
+        id: ConnId,
+        data: &[u8],
+        now: Instant,
+        limits: &Limits,
+        handler: &mut H,
+        spares: &mut Spares,
+    ) -> Tally
+    where
+        H: Handler<State = S>,
+    {
+        let mut tally = Tally::default();
+        if self.flags & READ_DONE != 0 {
+            return tally;
+        }
+        self.last_active = now;
+        let peer = self.peer;
+        let Conn {
+            decoder,
+            out,
+            state,
+            ..
+        } = self;
+        let mut close = false;
+        let Spares { input, output } = spares;
+        let result = decoder.decode(data, input, |frame| {
+            let mut cx = context(id, peer, limits, out, output);
+            handler.frame(state, frame, &mut cx);
+            tally.frames_in += 1;
+            tally.frames_out += cx.sent;
+            close = cx.close;
+            !close
+        });
+        if let Err(e) = result {
+            self.begin_close(CloseReason::Frame(e));
+        } else if close {
+            self.begin_close(CloseReason::Handler);
+        }
+        tally
+    }
+
+    /// The peer shut down its write side (a zero-length read): decode what
+    /// is pending, then finish once the output is flushed.
+    pub fn handle_eof<H>(
+        &mut self,
+        id: ConnId,
+        limits: &Limits,
+        handler: &mut H,
+        spares: &mut Spares,
+    ) -> Tally
+    where
+        H: Handler<State = S>,
+    {
+        let mut tally = Tally::default();
+        if self.flags & READ_DONE != 0 {
+            return tally;
+        }
+        self.flags |= READ_DONE;
+        let peer = self.peer;
+        let Conn {
+            decoder,
+            out,
+            state,
+            ..
+        } = self;
+        let mut close = false;
+        let Spares { input, output } = spares;
+        let eof = decoder.decode_eof(input, |frame| {
+            let mut cx = context(id, peer, limits, out, output);
+            handler.frame(state, frame, &mut cx);
+            tally.frames_in += 1;
+            tally.frames_out += cx.sent;
+            close = cx.close;
+            !close
+        });
+        if let Eof::Dropped(n) = eof {
+            self.reason = Some(CloseReason::PartialAtEof(n));
+        }
+        if close {
+            self.begin_close(CloseReason::Handler);
+        }
+        tally
+    }
+
+    /// The next bytes to write: all pending bytes on a stream, the next
+    /// whole message on a message socket; empty when nothing is pending.
+    pub fn transmit(&self, limits: &Limits) -> &[u8] {
+        let pending = self.out.as_slice();
+        if !limits.messages || pending.is_empty() {
+            return pending;
+        }
+        let len = u32::from_ne_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+        &pending[4..4 + len]
+    }
+
+    /// `n` bytes of [`transmit`](Self::transmit) were written at `now`; on
+    /// a message socket any `n` consumes the whole message (a message is
+    /// sent whole or not at all).
+    pub fn handle_written(&mut self, n: usize, now: Instant, limits: &Limits, spares: &mut Spares) {
+        self.last_active = now;
+        let n = if limits.messages {
+            4 + self.transmit(limits).len()
+        } else {
+            n
+        };
+        self.out.consume(n, &mut spares.output);
+    }
+
+    /// A message longer than `max_frame` arrived (and was truncated by the
+    /// kernel): stop reading, flush what is owed, close.
+    pub fn handle_oversized(&mut self, len: u64, limits: &Limits) {
+        let max = limits.max_frame;
+        self.begin_close(CloseReason::Frame(FrameError::TooLarge {
+            len: len.max(max as u64 + 1),
+            max,
+        }));
+    }
+
+    /// Reading or writing failed for good: the connection is done and its
+    /// output is discarded.
+    pub fn handle_io_error(&mut self, spares: &mut Spares) {
+        self.kill(CloseReason::Io, spares);
+    }
+
+    /// The server is stopping: read nothing more, flush what is owed (for
+    /// at most the drain timeout), then finish.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.flags & CLOSING == 0 {
+            self.last_active = now;
+        }
+        self.flags |= READ_DONE | CLOSING;
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Instant> {
+        if self.is_done() {
+            None
+        } else if self.flags & CLOSING != 0 {
+            Some(self.last_active + limits.drain_timeout)
+        } else {
+            limits.idle_timeout.map(|idle| self.last_active + idle)
+        }
+    }
+
+    /// Applies the idle and drain deadlines at `now`.
+    pub fn handle_timeout(&mut self, now: Instant, limits: &Limits, spares: &mut Spares) {
+        match self.poll_timeout(limits) {
+            Some(deadline) if now >= deadline => {
+                let reason = if self.flags & CLOSING != 0 {
+                    CloseReason::DrainTimeout
+                } else {
+                    CloseReason::Idle
+                };
+                self.kill(reason, spares);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the driver should read now: input is still expected and the
+    /// unsent output is under `max_buffer`.
+    pub fn wants_read(&self, limits: &Limits) -> bool {
+        self.flags & READ_DONE == 0 && self.out.len() < limits.max_buffer
+    }
+
+    /// The readiness to register, a pure function of the state: READABLE
+    /// until input ends (kept while backpressured: with edge-triggered
+    /// polling an unwanted edge costs less than two re-registrations),
+    /// WRITABLE while output is pending.
+    pub fn interest(&self) -> Wants {
+        Wants {
+            read: !self.is_done() && self.flags & READ_DONE == 0,
+            write: !self.is_done() && !self.out.is_empty(),
+        }
+    }
+
+    /// Whether the connection is finished and can be reaped: killed, or no
+    /// more input and no output left.
+    pub fn is_done(&self) -> bool {
+        self.flags & DEAD != 0 || (self.flags & READ_DONE != 0 && self.out.is_empty())
+    }
+
+    /// Why it closed, if not by a normal end of input.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.reason
+    }
+
+    /// Bytes of unsent output.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes of heap memory held (output plus partial input).
+    pub fn memory(&self) -> usize {
+        self.out.capacity() + self.decoder.capacity()
+    }
+
+    /// Ends the connection, handing the state to the handler.
+    pub fn finish<H>(mut self, id: ConnId, handler: &mut H, spares: &mut Spares)
+    where
+        H: Handler<State = S>,
+    {
+        self.out.release(&mut spares.output);
+        self.decoder.clear(&mut spares.input);
+        handler.close(self.state, id, self.peer);
+    }
+
+    /// Stop reading; close once flushed.
+    fn begin_close(&mut self, reason: CloseReason) {
+        self.flags |= READ_DONE | CLOSING;
+        self.reason.get_or_insert(reason);
+    }
+
+    /// Done now; pending output is dropped.
+    fn kill(&mut self, reason: CloseReason, spares: &mut Spares) {
+        self.flags |= READ_DONE | CLOSING | DEAD;
+        self.reason.get_or_insert(reason);
+        self.out.release(&mut spares.output);
+        self.decoder.clear(&mut spares.input);
+    }
+}
+
+fn context<'a>(
+    id: ConnId,
+    peer: Option<PeerCred>,
+    limits: &Limits,
+    out: &'a mut Buffer,
+    spare: &'a mut Vec<u8>,
+) -> Context<'a> {
+    let outbox = if limits.messages {
+        Outbox::Messages { out }
+    } else {
+        Outbox::Stream {
+            out,
+            framing: limits.framing,
+        }
+    };
+    Context {
+        id,
+        peer,
+        outbox,
+        spare,
+        close: false,
+        sent: 0,
+    }
+}

@@ -1,0 +1,73 @@
+//! # uds-reactor
+//!
+//! A single-threaded, readiness-driven Unix-domain-socket server: one
+//! thread, one `mio::Poll`, a nonblocking listener and its connections in a
+//! `slab::Slab`. It serves `SOCK_STREAM` (raw, line or length framing),
+//! `SOCK_SEQPACKET` and `SOCK_DGRAM` sockets, echoes by default, and runs
+//! any [`Handler`] over whole frames.
+//!
+//! ```text
+//!  socket ──read──▶ scratch ──▶ Decoder ──frames──▶ Handler ──replies──▶ output ──write──▶ socket
+//!            (one, shared)     (partial frame      (your code)        (held only while
+//!                               held only while                         the peer is slow)
+//!                               incomplete)
+//! ```
+//!
+//! The protocol core ([`codec`], [`buffer`], [`conn`]) never touches a
+//! socket or the clock: the [`Server`] loop moves bytes between the
+//! sockets and it, and fuzzers drive it directly.
+//!
+//! # Embedding
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::os::unix::net::UnixStream;
+//! use uds_reactor::{Config, Context, Frame, Framing, Handler, Server};
+//!
+//! /// Answers each line with its length.
+//! struct Count;
+//!
+//! impl Handler for Count {
+//!     type State = ();
+//!     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
+//!         cx.send(frame.payload().len().to_string().as_bytes());
+//!     }
+//! }
+//!
+//! let path = std::env::temp_dir().join(format!("count-doc-{}.sock", std::process::id()));
+//! let mut config = Config::new(&path);
+//! config.framing = Framing::Line;
+//! let server = Server::with_handler(config, Count)?;
+//! let handle = server.handle();
+//! let thread = std::thread::spawn(move || server.run());
+//!
+//! let mut client = UnixStream::connect(&path)?;
+//! client.write_all(b"hello\n")?;
+//! let mut line = String::new();
+//! BufReader::new(&client).read_line(&mut line)?;
+//! assert_eq!(line, "5\n");
+//!
+//! handle.stop();
+//! thread.join().unwrap()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod buffer;
+pub mod codec;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod handler;
+pub mod server;
+pub mod stats;
+pub mod sys;
+
+pub use codec::{Frame, FrameError};
+pub use config::{Address, Config, Framing, Group, SocketType};
+pub use error::Error;
+pub use handler::{ConnId, Context, Echo, Handler, PeerCred};
+pub use server::{Handle, Server};
+pub use stats::Stats;

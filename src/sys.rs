@@ -1,0 +1,375 @@
+#![allow(unsafe_code)]
+//! Every system call the safe crates lack, and the socket-file protocol.
+//!
+//! This is the one module allowed `unsafe`; each block says why it is
+//! sound. Linux only (`accept4`, `SO_PEERCRED`, `SCM_CREDENTIALS`, abstract
+//! names). Sockets are `socket2::Socket`s, nonblocking and close-on-exec
+//! from the syscall that creates them.
+//!
+//! # The socket file
+//!
+//! [`bind`] on a path runs, under an exclusive `flock` on the parent
+//! directory (so servers starting at once in one directory serialise):
+//!
+//! ```text
+//! lstat path ── absent ──────────────────────────────────┐
+//!   ├─ not a socket (file, dir, symlink) ─> NotSocket     │
+//!   └─ a socket: nonblocking connect to it                │
+//!        ├─ ok / EAGAIN / EPROTOTYPE ─> InUse (kept)      │
+//!        ├─ ECONNREFUSED ─> stale: unlink if same inode ──┤
+//!        └─ other (EACCES, ...) ─> Io("connect")          v
+//! bind ─> chmod mode ─> lchown group ─> listen ─> record dev+ino ─> unlock
+//! ```
+//!
+//! Mode and group are in place before `listen`, so no peer connects to a
+//! socket wider than `--mode`, whatever the umask. A failure after `bind`
+//! removes the file again. At shutdown [`remove_socket_file`] unlinks the
+//! file only if it still has the recorded device and inode.
+//!
+//! Submodules: `socket_file` (the protocol above, groups, addresses) and
+//! `systemd` (socket activation, readiness notification).
+
+mod socket_file;
+mod systemd;
+#[cfg(test)]
+mod tests;
+
+use std::io::{self, IoSlice};
+use std::mem;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::ptr;
+
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use crate::config::SocketType;
+
+pub use socket_file::{bind, remove_socket_file, resolve_group, unix_addr};
+pub use systemd::{inherited_listener, notify};
+
+/// Credentials of a peer process (`SO_PEERCRED` or `SCM_CREDENTIALS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id of the peer (when it connected or sent).
+    pub pid: i32,
+    /// Effective user id of the peer.
+    pub uid: u32,
+    /// Effective group id of the peer.
+    pub gid: u32,
+}
+
+/// Device and inode of a socket file we created, to remove it only if it is
+/// still ours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    /// `st_dev` of the file.
+    pub dev: u64,
+    /// `st_ino` of the file.
+    pub ino: u64,
+}
+
+/// A bound socket, ready to register with mio.
+#[derive(Debug)]
+pub struct Bound {
+    /// Nonblocking, close-on-exec. Listening for stream/seqpacket, merely
+    /// bound for dgram.
+    pub socket: Socket,
+    /// The file we created and its identity; `None` for abstract addresses
+    /// and inherited sockets.
+    pub file: Option<(PathBuf, FileId)>,
+}
+
+/// One datagram received by [`recv_dgram`].
+#[derive(Debug)]
+pub struct Datagram {
+    /// Bytes copied into the buffer.
+    pub len: usize,
+    /// The datagram was longer than the buffer; the rest is lost.
+    pub truncated: bool,
+    /// The sender's address; `None` when it is unbound (cannot be answered).
+    pub from: Option<SockAddr>,
+    /// The sender's credentials, when asked for and `SO_PASSCRED` is on.
+    pub cred: Option<PeerCred>,
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft
+/// limit now in force (the old one if raising it was refused).
+///
+/// # Errors
+///
+/// `getrlimit` failing.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call's duration.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit, only read by the call.
+        match cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) }) {
+            Ok(_) => return Ok(raised.rlim_cur),
+            Err(e) => log::debug!(
+                "cannot raise the open-file limit to {}: {e}",
+                raised.rlim_cur
+            ),
+        }
+    }
+    Ok(limit.rlim_cur)
+}
+
+/// The credentials of the peer of a connected Unix socket (`SO_PEERCRED`).
+///
+/// # Errors
+///
+/// `getsockopt` failing (not a socket, not connected, ...).
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is writable for `len` bytes, `len` is writable, and the
+    // descriptor is borrowed, so open, for the call.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    })?;
+    if len as usize != mem::size_of::<libc::ucred>() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "short SO_PEERCRED",
+        ));
+    }
+    Ok(PeerCred {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    })
+}
+
+/// Accepts a connection with `accept4`: the new socket is nonblocking and
+/// close-on-exec from the start. Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `accept4`'s error: `WouldBlock` when no connection is pending,
+/// `EMFILE`/`ENFILE` when out of descriptors, `ECONNABORTED`, ...
+pub fn accept(listener: &Socket) -> io::Result<Socket> {
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    let fd = retry(|| {
+        // SAFETY: null address and length ask for no peer address; the
+        // listener descriptor is borrowed, so open, for the call.
+        cvt(unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                flags,
+            )
+        })
+    })?;
+    // SAFETY: accept4 just returned this descriptor; nothing else owns it.
+    Ok(Socket::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// Receives one message from a seqpacket socket: `(bytes copied, whether
+/// the message was longer than buf)`. `(0, false)` is EOF. Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `recvmsg`'s error (`WouldBlock` when nothing is queued).
+pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let got = recvmsg(sock, buf, None, false)?;
+    Ok((got.len, got.truncated))
+}
+
+/// Receives one datagram with its sender's address and, if `want_cred`
+/// (and the caller turned `SO_PASSCRED` on), its credentials. Any
+/// descriptors a sender passed along are closed. Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `recvmsg`'s error (`WouldBlock` when nothing is queued).
+pub fn recv_dgram(sock: &Socket, buf: &mut [u8], want_cred: bool) -> io::Result<Datagram> {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let got = recvmsg(sock, buf, Some(&mut storage), want_cred)?;
+    let name_len = got
+        .name_len
+        .min(mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
+    let from = (name_len as usize > mem::size_of::<libc::sa_family_t>())
+        // SAFETY: the kernel wrote `name_len` bytes of address into the
+        // zeroed storage, and `name_len` is within it.
+        .then(|| unsafe { SockAddr::new(storage, name_len) });
+    Ok(Datagram {
+        len: got.len,
+        truncated: got.truncated,
+        from,
+        cred: got.cred,
+    })
+}
+
+/// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not SIGPIPE).
+/// Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `send`'s error (`WouldBlock`, `EPIPE`, ...).
+pub fn send_nosignal(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
+    retry(|| sock.send_with_flags(buf, libc::MSG_NOSIGNAL))
+}
+
+/// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL`. Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `sendmsg`'s error (`WouldBlock`, `EPIPE`, ...).
+pub fn send_vectored_nosignal(sock: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    retry(|| sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
+}
+
+/// What one `recvmsg` gave.
+struct Received {
+    len: usize,
+    truncated: bool,
+    name_len: libc::socklen_t,
+    cred: Option<PeerCred>,
+}
+
+// SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+const CRED_SPACE: usize =
+    unsafe { libc::CMSG_SPACE(mem::size_of::<libc::ucred>() as u32) } as usize;
+
+/// Control buffer for one `SCM_CREDENTIALS`, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; CRED_SPACE]);
+
+/// `recvmsg` into one buffer, optionally with the sender's address and
+/// credentials. Retries on `EINTR`.
+fn recvmsg(
+    sock: &Socket,
+    buf: &mut [u8],
+    name: Option<&mut libc::sockaddr_storage>,
+    want_cred: bool,
+) -> io::Result<Received> {
+    let name: *mut libc::sockaddr_storage = name.map_or(ptr::null_mut(), |n| n);
+    let mut control = CmsgBuf([0; CRED_SPACE]);
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if !name.is_null() {
+            msg.msg_name = name.cast();
+            msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        if want_cred {
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = CRED_SPACE as _;
+        }
+        // SAFETY: every pointer in `msg` is null or points to a live,
+        // writable buffer of the length given beside it; the socket is
+        // borrowed, so open, for the call.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let cred = if want_cred { parse_control(&msg) } else { None };
+        return Ok(Received {
+            len: n as usize,
+            truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            name_len: msg.msg_namelen,
+            cred,
+        });
+    }
+}
+
+/// Finds `SCM_CREDENTIALS` in a received control buffer and closes any
+/// descriptors (`SCM_RIGHTS`) a sender slipped in.
+fn parse_control(msg: &libc::msghdr) -> Option<PeerCred> {
+    let mut cred = None;
+    // SAFETY: `msg` was just filled by recvmsg; msg_control/msg_controllen
+    // describe the part of our aligned control buffer the kernel wrote, and
+    // the CMSG_* macros never step outside it. Data is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let data = libc::CMSG_DATA(cmsg);
+            let data_len = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
+            match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS)
+                    if data_len >= mem::size_of::<libc::ucred>() =>
+                {
+                    let c = ptr::read_unaligned(data.cast::<libc::ucred>());
+                    cred = Some(PeerCred {
+                        pid: c.pid,
+                        uid: c.uid,
+                        gid: c.gid,
+                    });
+                }
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
+                    for i in 0..data_len / mem::size_of::<libc::c_int>() {
+                        let fd = ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
+                        // The kernel installed it for us; we own it and drop it.
+                        drop(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+                _ => {}
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    cred
+}
+
+/// Turns a `-1` return into the `errno` error.
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Repeats `f` while it fails with `EINTR`.
+fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// The `socket2` type of a [`SocketType`].
+fn socket_type(ty: SocketType) -> Type {
+    match ty {
+        SocketType::Stream => Type::STREAM,
+        SocketType::Seqpacket => Type::SEQPACKET,
+        SocketType::Dgram => Type::DGRAM,
+    }
+}
+
+/// A nonblocking, close-on-exec Unix socket, in one syscall.
+fn new_socket(ty: SocketType) -> io::Result<Socket> {
+    Socket::new(Domain::UNIX, socket_type(ty).nonblocking().cloexec(), None)
+}
