@@ -1,6 +1,9 @@
 //! Command-line parsing: clap definitions, the checks clap cannot express,
 //! and the mapping from outcomes to exit statuses. No socket code.
 
+mod client;
+mod load;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -27,7 +30,14 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {}
+enum Command {
+    /// Connect to a socket: stdin to the socket, the socket to stdout
+    /// (like `nc -U`, aware of types and framings).
+    Client(client::ClientArgs),
+    /// Load generator: drive a server with echo traffic, verify every byte,
+    /// report msgs/s, MB/s and latency (like `redis-benchmark`).
+    Load(load::LoadArgs),
+}
 
 /// The server's options (SPEC "Command line").
 #[derive(clap::Args, Debug)]
@@ -111,7 +121,8 @@ pub fn main() -> ExitCode {
     };
     match cli.command {
         None => serve(cli.serve, &matches),
-        Some(command) => match command {},
+        Some(Command::Client(args)) => client::run(args),
+        Some(Command::Load(args)) => load::run(args),
     }
 }
 
