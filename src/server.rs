@@ -108,6 +108,10 @@ struct Entry<S> {
     registered: Wants,
     /// Input may be waiting: an edge was seen and not drained yet.
     readable: bool,
+    /// The peer shut down its side (RDHUP/HUP seen): a short read no longer
+    /// proves the socket drained, since the EOF behind the data brings no
+    /// new edge; read on until the zero-length read.
+    read_closed: bool,
     /// On the ready list already.
     queued: bool,
     /// On the reap list already.
@@ -331,6 +335,7 @@ impl<H: Handler> Server<H> {
                     Token(t) => self.on_conn_event(
                         t - FIRST_CONN,
                         event.is_readable() || event.is_read_closed() || event.is_error(),
+                        event.is_read_closed() || event.is_error(),
                         event.is_writable(),
                         now,
                     ),
@@ -408,11 +413,19 @@ impl<H: Handler> Server<H> {
         .map(|t| t.saturating_duration_since(now))
     }
 
-    fn on_conn_event(&mut self, key: usize, readable: bool, writable: bool, now: Instant) {
+    fn on_conn_event(
+        &mut self,
+        key: usize,
+        readable: bool,
+        read_closed: bool,
+        writable: bool,
+        now: Instant,
+    ) {
         let Some(entry) = self.conns.get_mut(key) else {
             return;
         };
         entry.readable |= readable;
+        entry.read_closed |= read_closed;
         if writable {
             self.flush(key, now);
         }
@@ -449,7 +462,7 @@ impl<H: Handler> Server<H> {
                         entry.conn.handle_oversized(n as u64, &self.limits);
                         break;
                     }
-                    if stream && n < self.scratch.len() {
+                    if stream && n < self.scratch.len() && !entry.read_closed {
                         entry.readable = false; // a short read drained the socket
                     }
                     entry.conn.handle_read(
@@ -617,6 +630,7 @@ impl<H: Handler> Server<H> {
                 write: false,
             },
             readable: false,
+            read_closed: false,
             queued: false,
             reaping: false,
             timer: None,
