@@ -268,7 +268,6 @@ impl<H: Handler> Server<H> {
         } else {
             server.listener = Some(listener);
         }
-        server.announce();
         Ok(server)
     }
 
@@ -304,11 +303,17 @@ impl<H: Handler> Server<H> {
     /// Serves until stopped (signal or [`Handle::stop`]), then drains and
     /// returns the final counters.
     ///
+    /// It logs `listening on ...` (and tells systemd `READY=1`) on entry,
+    /// not in [`with_handler`](Self::with_handler): whoever waits for that
+    /// line may signal at once, so [`handle_signals`](Self::handle_signals)
+    /// must be in place by then.
+    ///
     /// # Errors
     ///
     /// [`Error::Io`] if polling itself fails, which does not happen short
     /// of a kernel or resource failure.
     pub fn run(mut self) -> Result<Stats, Error> {
+        self.announce();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();

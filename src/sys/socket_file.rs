@@ -67,7 +67,10 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
     // Resolve before creating anything, so a bad name leaves nothing behind.
     let gid = match &config.group {
         Some(group) => Some(
-            resolve_group(group).map_err(|e| Error::io("resolve group", group_name(group), e))?,
+            // The target names the path too: a runtime error names the path.
+            resolve_group(group).map_err(|e| {
+                Error::io("resolve group", format!("{} for {shown}", group_name(group)), e)
+            })?,
         ),
         None => None,
     };
