@@ -17,7 +17,12 @@
 pub const SPARE_MAX: usize = 1 << 20;
 
 /// The smallest allocation made for a buffer: small frames share one.
-const MIN_ALLOC: usize = 4 << 10;
+pub const MIN_ALLOC: usize = 4 << 10;
+
+/// The least room a buffer grown past its limit gets beyond what it
+/// needs: one server read's worth, so a burst past the limit (the replies
+/// to one read) costs one or two reallocations, not one per frame.
+pub const OVERSHOOT: usize = 64 << 10;
 
 /// The server's spare allocations, one for partial input frames and one for
 /// output, lent to whichever connection needs memory next.
@@ -70,29 +75,54 @@ impl Buffer {
         &self.bytes[self.start..]
     }
 
-    /// Appends `data`, growing by doubling but never past `limit` bytes of
-    /// capacity unless the data itself needs more; takes `spare`'s
-    /// allocation if this buffer has none.
+    /// Appends `data`.
+    ///
+    /// Growth: by doubling (from 4 KiB) but never past `limit` bytes of
+    /// capacity while the bytes fit in it; past it (a burst the caller let
+    /// through), to what is needed plus [`OVERSHOOT`] or the overshoot so
+    /// far, whichever is more, so a burst costs few reallocations and a
+    /// flood stays amortized O(1) per byte. A buffer without memory takes
+    /// `spare`'s allocation if that fits both `limit` and the push (at most
+    /// twice what it would allocate itself), so a big spare never inflates
+    /// a small buffer.
     pub fn push(&mut self, data: &[u8], limit: usize, spare: &mut Vec<u8>) {
         if data.is_empty() {
             return;
         }
-        if self.bytes.capacity() == 0 && spare.capacity() != 0 {
+        let needed = self.len() + data.len();
+        let fits = spare.capacity() <= limit && spare.capacity() / 2 <= needed.max(MIN_ALLOC);
+        if self.bytes.capacity() == 0 && spare.capacity() != 0 && fits {
             std::mem::swap(&mut self.bytes, spare);
             self.bytes.clear();
         }
-        let needed = self.len() + data.len();
         if needed > self.bytes.capacity() - self.start {
             // Reclaim the consumed front before asking for more memory.
+            let held = self.len();
             self.bytes.drain(..self.start);
             self.start = 0;
             if needed > self.bytes.capacity() {
-                let doubled = (self.bytes.capacity() * 2).max(MIN_ALLOC).min(limit);
-                let target = doubled.max(needed);
+                let target = if needed <= limit {
+                    (self.bytes.capacity() * 2)
+                        .max(MIN_ALLOC)
+                        .min(limit)
+                        .max(needed)
+                } else {
+                    needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
+                };
                 self.bytes.reserve_exact(target - self.bytes.len());
             }
         }
         self.bytes.extend_from_slice(data);
+    }
+
+    /// Gives back capacity past `limit` once the bytes held fit under it
+    /// again (after a burst past the limit has drained).
+    pub fn shrink(&mut self, limit: usize) {
+        if self.bytes.capacity() > limit && self.len() <= limit {
+            self.bytes.drain(..self.start);
+            self.start = 0;
+            self.bytes.shrink_to(limit);
+        }
     }
 
     /// Drops the oldest `n` bytes (at most [`len`](Self::len)); when the

@@ -155,12 +155,14 @@ impl Decoder {
         self.partial.capacity()
     }
 
-    /// The most bytes a partial frame may hold (the memory bound).
+    /// The most bytes a partial frame may hold, a line's `\n` or a length
+    /// frame's header included: the bound on [`buffered`](Self::buffered)
+    /// and on [`capacity`](Self::capacity).
     pub fn limit(&self) -> usize {
         match self.framing {
             Framing::Raw => 0,
-            Framing::Line => self.max_frame,
-            Framing::Length => HEADER_LEN + self.max_frame,
+            Framing::Line => self.max_frame.saturating_add(1),
+            Framing::Length => self.max_frame.saturating_add(HEADER_LEN),
         }
     }
 
@@ -243,7 +245,7 @@ impl Decoder {
             if have + i > max {
                 return Err(too_large(have + i));
             }
-            self.partial.push(&data[..=i], self.limit() + 1, spare);
+            self.partial.push(&data[..=i], self.limit(), spare);
             let go_on = sink(line(self.partial.as_slice()));
             self.partial.release(spare);
             data = &data[i + 1..];

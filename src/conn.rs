@@ -59,7 +59,19 @@ impl Limits {
             drain_timeout: config.drain_timeout,
         }
     }
+
+    /// The output buffer's growth limit: `max_buffer` plus the replies to
+    /// one read. Reading stops at `max_buffer`, so plain backpressure never
+    /// grows past it; only a frame completed from a long partial does
+    /// (briefly: the buffer shrinks back once the peer drains it).
+    pub fn out_limit(&self) -> usize {
+        self.max_buffer.saturating_add(READ_ROOM)
+    }
 }
+
+/// Room in the output for the replies to one read past `max_buffer`: the
+/// server's read size.
+pub const READ_ROOM: usize = 64 << 10;
 
 /// Why a connection closed (other than the peer finishing normally).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,13 +279,18 @@ impl<S> Conn<S> {
     /// a message socket any `n` consumes the whole message (a message is
     /// sent whole or not at all).
     pub fn handle_written(&mut self, n: usize, now: Instant, limits: &Limits, spares: &mut Spares) {
-        self.last_active = now;
+        if self.flags & CLOSING == 0 {
+            // While closing, the drain deadline stays fixed: a peer that
+            // reads a byte at a time must not keep it open for ever.
+            self.last_active = now;
+        }
         let n = if limits.messages {
             4 + self.transmit(limits).len()
         } else {
             n
         };
         self.out.consume(n, &mut spares.output);
+        self.out.shrink(limits.out_limit());
     }
 
     /// A message longer than `max_frame` arrived (and was truncated by the
@@ -397,12 +414,14 @@ fn context<'a>(
     out: &'a mut Buffer,
     spare: &'a mut Vec<u8>,
 ) -> Context<'a> {
+    let limit = limits.out_limit();
     let outbox = if limits.messages {
-        Outbox::Messages { out }
+        Outbox::Messages { out, limit }
     } else {
         Outbox::Stream {
             out,
             framing: limits.framing,
+            limit,
         }
     };
     Context {

@@ -91,14 +91,16 @@ impl Handler for Echo {
 
 /// Where a [`Context`] puts replies.
 pub(crate) enum Outbox<'a> {
-    /// A byte stream, encoded by `framing`.
+    /// A byte stream, encoded by `framing`; `limit` is `out`'s growth
+    /// limit (see [`Buffer::push`]).
     Stream {
         out: &'a mut Buffer,
         framing: Framing,
+        limit: usize,
     },
     /// A connected message socket: each reply is one message, stored as a
     /// record (`u32` length in native order, then the bytes).
-    Messages { out: &'a mut Buffer },
+    Messages { out: &'a mut Buffer, limit: usize },
     /// A datagram socket: each reply is one datagram to `to`.
     Datagrams {
         queue: &'a mut crate::server::dgram::ReplyQueue,
@@ -125,8 +127,8 @@ impl Context<'_> {
     }
 
     /// The peer's credentials as the kernel reported them (SO_PEERCRED for
-    /// connections, SCM_CREDENTIALS for datagrams when credential checks
-    /// are on); `None` where the kernel gave none.
+    /// connections, SCM_CREDENTIALS for each datagram); `None` where the
+    /// kernel gave none.
     pub fn peer(&self) -> Option<PeerCred> {
         self.peer
     }
@@ -143,7 +145,7 @@ impl Context<'_> {
     /// that produces more output than it receives can check it.
     pub fn pending(&self) -> usize {
         match &self.outbox {
-            Outbox::Stream { out, .. } | Outbox::Messages { out } => out.len(),
+            Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
             Outbox::Datagrams { queue, .. } => queue.bytes(),
         }
     }
@@ -157,17 +159,19 @@ impl Context<'_> {
             Outbox::Stream {
                 out,
                 framing: Framing::Line,
+                limit,
             } => {
-                out.push(payload, usize::MAX, self.spare);
-                out.push(b"\n", usize::MAX, self.spare);
+                out.push(payload, *limit, self.spare);
+                out.push(b"\n", *limit, self.spare);
             }
             Outbox::Stream {
                 out,
                 framing: Framing::Length,
+                limit,
             } => match codec::length_header(payload.len()) {
                 Ok(header) => {
-                    out.push(&header, usize::MAX, self.spare);
-                    out.push(payload, usize::MAX, self.spare);
+                    out.push(&header, *limit, self.spare);
+                    out.push(payload, *limit, self.spare);
                 }
                 Err(_) => {
                     self.close = true;
@@ -184,12 +188,12 @@ impl Context<'_> {
     /// exactly as they came.
     pub fn send_wire(&mut self, bytes: &[u8]) {
         match &mut self.outbox {
-            Outbox::Stream { out, .. } => out.push(bytes, usize::MAX, self.spare),
-            Outbox::Messages { out } => {
+            Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, self.spare),
+            Outbox::Messages { out, limit } => {
                 // Messages over 4 GiB do not exist on Unix sockets.
                 let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                out.push(&len.to_ne_bytes(), usize::MAX, self.spare);
-                out.push(&bytes[..len as usize], usize::MAX, self.spare);
+                out.push(&len.to_ne_bytes(), *limit, self.spare);
+                out.push(&bytes[..len as usize], *limit, self.spare);
             }
             Outbox::Datagrams { queue, to } => queue.push(to, bytes),
         }

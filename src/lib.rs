@@ -56,11 +56,15 @@
 #![warn(missing_docs)]
 
 pub mod buffer;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handler;
+pub mod load;
 pub mod server;
 pub mod stats;
 pub mod sys;

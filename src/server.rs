@@ -266,6 +266,10 @@ impl<H: Handler> Server<H> {
         if server.config.socket_type == SocketType::Dgram {
             server.dgram = Some(dgram::Dgram::new(listener, &server.config)?);
         } else {
+            if server.config.socket_type == SocketType::Seqpacket {
+                // Probed on the listener: accepted sockets are raised alike.
+                dgram::fit_messages(&listener, server.config.max_frame);
+            }
             server.listener = Some(listener);
         }
         Ok(server)
@@ -619,6 +623,12 @@ impl<H: Handler> Server<H> {
             warn!("register new connection: {e}");
             return;
         }
+        if self.limits.messages {
+            // Messages up to --max-frame must fit in the send buffer.
+            if let Err(e) = sys::fit_send_buffer(&sock, self.config.max_frame) {
+                debug!("raise the send buffer of {}: {e}", ConnId(key));
+            }
+        }
         let mut conn = Conn::new(&self.limits, peer, now);
         let tally = conn.open(
             ConnId(key),
@@ -803,11 +813,10 @@ fn flush_entry<S>(
     stats: &mut Stats,
     now: Instant,
 ) {
-    loop {
+    // `pending`, not an empty `transmit`: a message socket may owe an
+    // empty message, which is sent like any other.
+    while entry.conn.pending() > 0 {
         let data = entry.conn.transmit(limits);
-        if data.is_empty() {
-            return;
-        }
         let len = data.len();
         match sys::send_nosignal(&entry.sock, data) {
             Ok(n) => {
@@ -819,6 +828,11 @@ fn flush_entry<S>(
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                warn!("closing: a reply of {len} bytes is longer than the socket's send buffer allows (raise net.core.wmem_max)");
+                entry.conn.handle_io_error(spares);
+                return;
+            }
             Err(e) => {
                 debug!("write: {e}");
                 entry.conn.handle_io_error(spares);

@@ -239,6 +239,30 @@ pub fn send_vectored_nosignal(sock: &Socket, bufs: &[IoSlice<'_>]) -> io::Result
     retry(|| sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
 }
 
+/// Bytes of a Unix socket's send buffer a datagram or seqpacket message
+/// cannot use: Linux refuses (`EMSGSIZE`) a message longer than
+/// `SO_SNDBUF` minus this.
+const MSG_OVERHEAD: usize = 32;
+
+/// Lets a datagram or seqpacket socket send messages of `max_msg` bytes,
+/// raising `SO_SNDBUF` if needed (never lowering it), and returns the
+/// longest message it can send now. The default buffer
+/// (`net.core.wmem_default`, usually 208 KiB) is smaller than the default
+/// `--max-frame`; the kernel caps what we ask for at `net.core.wmem_max`.
+///
+/// # Errors
+///
+/// `getsockopt`/`setsockopt` failing.
+pub fn fit_send_buffer(sock: &Socket, max_msg: usize) -> io::Result<usize> {
+    let mut have = sock.send_buffer_size()?;
+    if have < max_msg.saturating_add(MSG_OVERHEAD) {
+        // The kernel doubles the value asked for (for its bookkeeping).
+        sock.set_send_buffer_size(max_msg.saturating_add(MSG_OVERHEAD))?;
+        have = sock.send_buffer_size()?;
+    }
+    Ok(have.saturating_sub(MSG_OVERHEAD))
+}
+
 /// What one `recvmsg` gave.
 struct Received {
     len: usize,

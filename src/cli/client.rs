@@ -1,12 +1,111 @@
-//! `uds-reactor client`: arguments and entry point (owned by the client work).
+//! `uds-reactor client`: arguments and entry point. The work is in
+//! [`uds_reactor::client`].
 
+use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::CommandFactory;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use uds_reactor::client::{Client, ClientConfig};
+use uds_reactor::config::parse_size;
+use uds_reactor::{Address, Error};
 
 /// Connect to a uds-reactor (or any Unix socket) and pipe stdin/stdout.
 #[derive(clap::Args, Debug)]
-pub struct ClientArgs {}
+pub struct ClientArgs {
+    /// Socket type (must match the server's).
+    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = ["stream", "seqpacket", "dgram"])]
+    socket_type: String,
 
-/// Runs the client subcommand.
-pub fn run(_args: ClientArgs) -> ExitCode {
-    ExitCode::from(1)
+    /// Stream framing: raw bytes; one line per frame; or each line's bytes
+    /// behind a 4-byte big-endian length. Replies print one per line.
+    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = ["raw", "line", "length"])]
+    framing: String,
+
+    /// Largest line sent or reply accepted (bytes, or with K/M/G).
+    #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
+    max_frame: usize,
+
+    /// dgram: after end of input, how long to wait for missing replies.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = super::parse_secs)]
+    wait: Duration,
+
+    /// Server socket path, or @name for an abstract address.
+    #[arg(value_name = "PATH|@name")]
+    path: OsString,
+}
+
+/// Runs the client subcommand: 0 when the server closed (or every datagram
+/// was answered), 1 for a runtime error, 2 for a usage error.
+pub fn run(args: ClientArgs) -> ExitCode {
+    let config = match config_from(args) {
+        Ok(config) => config,
+        Err(msg) => usage_error(&msg),
+    };
+    let client = match Client::connect(&config) {
+        Ok(client) => client,
+        Err(e) => return fail(&e),
+    };
+    if let Some(path) = client.local_path() {
+        remove_on_signal(path.to_path_buf());
+    }
+    match client.run(std::io::stdin(), std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn config_from(args: ClientArgs) -> Result<ClientConfig, String> {
+    let config = ClientConfig {
+        address: Address::parse(&args.path),
+        socket_type: args.socket_type.parse()?,
+        framing: args.framing.parse()?,
+        max_frame: args.max_frame,
+        reply_wait: args.wait,
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn fail(e: &Error) -> ExitCode {
+    eprintln!("uds-reactor client: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+/// Exits 2 with clap's usual message, under `uds-reactor client`.
+pub(super) fn usage_error(msg: &str) -> ! {
+    subcommand_error("client", msg)
+}
+
+/// A usage error in the style of clap's own, naming the subcommand.
+pub(super) fn subcommand_error(name: &str, msg: &str) -> ! {
+    let mut cmd = super::Cli::command();
+    cmd.build();
+    match cmd.find_subcommand_mut(name) {
+        Some(sub) => sub.error(ErrorKind::ArgumentConflict, msg).exit(),
+        None => cmd.error(ErrorKind::ArgumentConflict, msg).exit(),
+    }
+}
+
+/// A datagram client's socket file outlives a kill unless removed here:
+/// on SIGINT/SIGTERM/SIGHUP, remove it and exit as the signal would.
+fn remove_on_signal(path: std::path::PathBuf) {
+    let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("client-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = std::fs::remove_file(&path);
+                std::process::exit(128 + signal);
+            }
+        });
+    if spawned.is_err() {
+        log::debug!("no signal thread: the socket file stays if killed");
+    }
 }

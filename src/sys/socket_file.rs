@@ -69,7 +69,11 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         Some(group) => Some(
             // The target names the path too: a runtime error names the path.
             resolve_group(group).map_err(|e| {
-                Error::io("resolve group", format!("{} for {shown}", group_name(group)), e)
+                Error::io(
+                    "resolve group",
+                    format!("{} for {shown}", group_name(group)),
+                    e,
+                )
             })?,
         ),
         None => None,

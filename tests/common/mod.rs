@@ -93,7 +93,10 @@ impl Proc {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
-                Err(_) => panic!("no line containing {needle:?}; log so far:\n{}", self.log_text()),
+                Err(_) => panic!(
+                    "no line containing {needle:?}; log so far:\n{}",
+                    self.log_text()
+                ),
             }
         }
     }
@@ -126,7 +129,11 @@ impl Proc {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not exit; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "process did not exit; log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -168,7 +175,12 @@ pub fn cpu_ticks(pid: i32) -> u64 {
     let after = stat.rsplit(')').next().unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     // Fields after ")" start at field 3 (state); utime is 14, stime 15.
-    let get = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(14) + get(15)
 }
 

@@ -1,0 +1,153 @@
+//! Peer credentials against the real binary: with `--allow-uid` or
+//! `--allow-gid`, a peer matching either is served and any other is
+//! closed at once, unanswered, logged with its pid/uid/gid and counted.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use common::{Proc, TempDir, PATIENCE};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// An id nobody running these tests has.
+const STRANGER: &str = "12345";
+
+/// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
+fn our_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = |key: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        // "Uid:\treal\teffective\tsaved\tfs"
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    (effective("Uid:"), effective("Gid:"))
+}
+
+fn connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+fn served(s: &mut UnixStream) {
+    s.write_all(b"let me in").unwrap();
+    let mut got = [0; 9];
+    s.read_exact(&mut got).expect("echo");
+    assert_eq!(&got, b"let me in");
+}
+
+/// The server closes without answering: EOF, or a reset because our
+/// bytes were still unread when it closed.
+fn refused(s: &mut UnixStream) {
+    let _ = s.write_all(b"let me in");
+    let mut buf = [0; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected to be closed unanswered, got {other:?}"),
+    }
+}
+
+/// Starts a server of type `ty` with `flags` in a fresh directory.
+fn serve(tag: &str, flags: &[&str], ty: &str) -> (TempDir, Proc, std::path::PathBuf) {
+    let dir = TempDir::new(tag);
+    let path = dir.path("s.sock");
+    let mut args = vec![path.to_str().unwrap(), "--type", ty];
+    args.extend_from_slice(flags);
+    let server = Proc::serve(&args);
+    (dir, server, path)
+}
+
+/// The value of `key` from one SIGUSR1 stats line.
+fn counter(p: &mut Proc, key: &str) -> u64 {
+    p.signal(10);
+    let line = p.wait_for("stats open=");
+    let prefix = format!("{key}=");
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[test]
+fn allowed_uid_is_served() {
+    let (uid, _) = our_ids();
+    let uid = uid.to_string();
+    let (_dir, mut server, path) = serve("cred-uid-ok", &["--allow-uid", &uid], "stream");
+    served(&mut connect(&path));
+    assert_eq!(counter(&mut server, "rejected_cred"), 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn other_uid_is_closed_logged_and_counted() {
+    let (uid, gid) = our_ids();
+    let (_dir, mut server, path) = serve("cred-uid-no", &["--allow-uid", STRANGER], "stream");
+    refused(&mut connect(&path));
+    let line = server.wait_for("rejected peer");
+    let who = format!("pid={} uid={uid} gid={gid}", std::process::id());
+    assert!(line.contains(&who), "{line:?} lacks {who:?}");
+    assert!(line.contains("WARN"), "{line:?}");
+    assert_eq!(counter(&mut server, "rejected_cred"), 1);
+    assert_eq!(counter(&mut server, "accepted"), 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn allowed_gid_is_served() {
+    let (_, gid) = our_ids();
+    let gid = gid.to_string();
+    let (_dir, mut server, path) = serve("cred-gid-ok", &["--allow-gid", &gid], "stream");
+    served(&mut connect(&path));
+    assert_eq!(counter(&mut server, "rejected_cred"), 0);
+    assert!(server.stop().success());
+}
+
+#[test]
+fn other_gid_is_closed_logged_and_counted() {
+    let (_dir, mut server, path) = serve("cred-gid-no", &["--allow-gid", STRANGER], "stream");
+    refused(&mut connect(&path));
+    refused(&mut connect(&path));
+    server.wait_for("rejected peer pid=");
+    assert_eq!(counter(&mut server, "rejected_cred"), 2);
+    assert!(server.stop().success());
+}
+
+/// Either list admits: a uid match with a foreign gid list, and the
+/// other way round.
+#[test]
+fn either_list_admits() {
+    let (uid, gid) = our_ids();
+    let (uid, gid) = (uid.to_string(), gid.to_string());
+    let flags = ["--allow-uid", STRANGER, "--allow-gid", &gid];
+    let (_dir, mut server, path) = serve("cred-either", &flags, "stream");
+    served(&mut connect(&path));
+    assert!(server.stop().success());
+
+    let flags = ["--allow-uid", &uid, "--allow-gid", STRANGER];
+    let (_dir, mut server, path) = serve("cred-either2", &flags, "stream");
+    served(&mut connect(&path));
+    assert!(server.stop().success());
+}
+
+/// Seqpacket connections go through the same check.
+#[test]
+fn seqpacket_peers_are_checked_too() {
+    let (_dir, mut server, path) = serve("cred-seq", &["--allow-uid", STRANGER], "seqpacket");
+    let s = Socket::new(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.connect(&SockAddr::unix(&path).unwrap()).unwrap();
+    let _ = s.send(b"let me in");
+    let mut buf = [std::mem::MaybeUninit::new(0u8); 16];
+    match s.recv(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("expected to be closed unanswered, got {other:?}"),
+    }
+    server.wait_for("rejected peer pid=");
+    assert_eq!(counter(&mut server, "rejected_cred"), 1);
+    assert!(server.stop().success());
+}

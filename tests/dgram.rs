@@ -1,0 +1,364 @@
+//! `--type dgram` against the real binary: every datagram goes back to its
+//! sender with its boundaries (empty ones included); unanswerable,
+//! over-long and refused datagrams are dropped and counted, never echoed
+//! truncated; a blocking sender bursting past every buffer loses nothing
+//! because the server stops reading while its replies wait. Also the
+//! library with a custom handler answering through `Context::reply_to`,
+//! and the usage errors of datagram sockets.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{pattern, Proc, TempDir, PATIENCE};
+use uds_reactor::{Config, Context, Frame, Handler, Server, SocketType};
+
+/// Starts the binary on a fresh path with `--type dgram` and `args`.
+fn serve(args: &[&str]) -> (TempDir, Proc, PathBuf) {
+    let dir = TempDir::new("dgram");
+    let path = dir.path("s.sock");
+    let mut all = vec![path.to_str().unwrap(), "--type", "dgram"];
+    all.extend_from_slice(args);
+    let p = Proc::serve(&all);
+    (dir, p, path)
+}
+
+/// A client bound at `path` (so it can be answered), with timeouts.
+fn bound(path: &Path) -> UnixDatagram {
+    let c = UnixDatagram::bind(path).expect("bind client");
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.set_write_timeout(Some(PATIENCE)).unwrap();
+    c
+}
+
+/// Receives one datagram into a buffer larger than any the test expects,
+/// so a merged or oversized reply would show; checks it came from `server`.
+fn recv(c: &UnixDatagram, server: &Path) -> Vec<u8> {
+    let mut buf = vec![0; 1 << 21];
+    let (n, from) = c.recv_from(&mut buf).expect("recv reply");
+    assert!(n < buf.len(), "reply longer than any datagram sent");
+    assert_eq!(from.as_pathname(), Some(server), "reply from the server");
+    buf.truncate(n);
+    buf
+}
+
+/// Datagram `i`: its index in the first bytes (when it has room), then a
+/// pattern.
+fn datagram(i: usize, len: usize) -> Vec<u8> {
+    let mut d = pattern(i as u64 + 1, len);
+    let tag = (i as u32).to_be_bytes();
+    let k = len.min(4);
+    d[..k].copy_from_slice(&tag[..k]);
+    d
+}
+
+/// The counters line from SIGUSR1.
+fn stats(p: &mut Proc) -> String {
+    p.signal(libc::SIGUSR1);
+    p.wait_for("stats open=")
+}
+
+/// `key=value` from a stats line.
+fn stat(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// Our effective uid (the owner of /proc/self).
+fn my_uid() -> u32 {
+    std::fs::metadata("/proc/self").unwrap().uid()
+}
+
+#[test]
+fn every_datagram_comes_back_to_its_sender_whole() {
+    const MAX: usize = 2048;
+    let (dir, mut p, server) = serve(&["--max-frame", "2K"]);
+    let c = bound(&dir.path("c.sock"));
+    // Every size from empty to --max-frame, a few at a time (fewer than
+    // the receive queue holds, so no reply has to wait).
+    let sizes: Vec<usize> = (0..=MAX).collect();
+    for window in sizes.chunks(8) {
+        for &len in window {
+            c.send_to(&datagram(len, len), &server).expect("send");
+        }
+        for &len in window {
+            let got = recv(&c, &server);
+            assert_eq!(got.len(), len, "reply to the {len}-byte datagram");
+            assert!(got == datagram(len, len), "content of the {len}-byte reply");
+        }
+    }
+    let line = stats(&mut p);
+    assert_eq!(stat(&line, "frames_in"), sizes.len() as u64);
+    assert_eq!(stat(&line, "frames_out"), sizes.len() as u64);
+    assert_eq!(stat(&line, "dropped"), 0);
+    let total: usize = sizes.iter().sum();
+    assert_eq!(stat(&line, "bytes_out"), total as u64);
+    assert!(p.stop().success());
+    assert!(!common::exists(&server), "socket file removed at shutdown");
+}
+
+#[test]
+fn datagram_of_max_frame_comes_back_at_the_default_limit() {
+    // As for seqpacket: the default --max-frame (1 MiB) is past the default
+    // send buffer; the server raises its own so the reply can be sent.
+    const MAX: usize = 1 << 20;
+    let (dir, mut p, server) = serve(&[]);
+    let c = bound(&dir.path("c.sock"));
+    let sock = socket2::SockRef::from(&c);
+    sock.set_send_buffer_size(MAX + 32).unwrap();
+    let len = MAX.min(sock.send_buffer_size().unwrap() - 32);
+    assert!(
+        len > 300 << 10,
+        "the client could not raise its send buffer"
+    );
+    let d = datagram(3, len);
+    c.send_to(&d, &server).expect("send");
+    let got = recv(&c, &server);
+    assert_eq!(got.len(), len);
+    assert!(got == d);
+    assert!(p.stop().success());
+}
+
+#[test]
+fn unbound_sender_gets_nothing_and_is_counted() {
+    let (dir, mut p, server) = serve(&[]);
+    let unbound = UnixDatagram::unbound().unwrap();
+    for i in 0..3 {
+        unbound.send_to(&datagram(i, 10), &server).expect("send");
+    }
+    p.wait_for("unbound sender");
+    // A bound client is served as usual, after the three were handled.
+    let c = bound(&dir.path("c.sock"));
+    c.send_to(b"bound", &server).unwrap();
+    assert_eq!(recv(&c, &server), b"bound");
+    unbound.set_nonblocking(true).unwrap();
+    let mut buf = [0; 64];
+    let err = unbound.recv(&mut buf).expect_err("nothing for the unbound");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    let line = stats(&mut p);
+    assert_eq!(stat(&line, "dropped"), 3);
+    assert_eq!(stat(&line, "frames_in"), 1);
+    assert!(p.stop().success());
+}
+
+#[test]
+fn over_long_datagram_is_dropped_never_truncated() {
+    let (dir, mut p, server) = serve(&["--max-frame", "100"]);
+    let c = bound(&dir.path("c.sock"));
+    c.send_to(&datagram(1, 101), &server).unwrap();
+    c.send_to(&datagram(2, 5000), &server).unwrap();
+    c.send_to(&datagram(3, 100), &server).unwrap();
+    // The first reply is the 100-byte datagram: the longer ones were not
+    // echoed, not even cut to 100 bytes.
+    assert_eq!(recv(&c, &server), datagram(3, 100));
+    let warn = p.wait_for("longer than --max-frame 100");
+    assert!(warn.contains("WARN") && warn.contains("uid="), "{warn}");
+    let line = stats(&mut p);
+    assert_eq!(stat(&line, "dropped"), 2);
+    assert_eq!(stat(&line, "frames_in"), 1);
+    assert!(p.stop().success());
+}
+
+#[test]
+fn a_sender_that_vanished_does_not_disturb_the_server() {
+    let (dir, mut p, server) = serve(&[]);
+    for i in 0..20 {
+        let gone = UnixDatagram::bind(dir.path(&format!("gone-{i}.sock"))).unwrap();
+        gone.send_to(b"and away", &server).unwrap();
+    }
+    let c = bound(&dir.path("c.sock"));
+    c.send_to(b"still served", &server).unwrap();
+    assert_eq!(recv(&c, &server), b"still served");
+    assert!(p.stop().success());
+}
+
+/// Waits until `counter` has not moved for `quiet` (its writer is blocked)
+/// or reaches `end`, and returns its value; fails after PATIENCE.
+fn wait_until_stalled(counter: &AtomicUsize, end: usize, quiet: Duration) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    loop {
+        thread::sleep(Duration::from_millis(20));
+        let now = counter.load(Ordering::SeqCst);
+        if now == end {
+            return now;
+        }
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sender neither stalled nor finished"
+        );
+    }
+}
+
+#[test]
+fn a_burst_from_a_blocking_sender_loses_nothing() {
+    // 20,000 datagrams of 1 KiB (20 MiB) from a blocking socket that reads
+    // nothing until its sends stall: far more than the kernel queues and
+    // --max-buffer hold. A server that dropped replies when the client's
+    // queue is full would never stall the sender and would lose replies; a
+    // correct one stops reading while its reply queue is full, so the
+    // sender blocks, and once the client reads, every reply arrives, in
+    // order, intact.
+    const N: usize = 20_000;
+    const LEN: usize = 1024;
+    let (dir, mut p, server) = serve(&[]);
+    let c = bound(&dir.path("c.sock"));
+    let tx = c.try_clone().unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent_w = Arc::clone(&sent);
+    let to = server.clone();
+    let sender = thread::spawn(move || {
+        for i in 0..N {
+            tx.send_to(&datagram(i, LEN), &to).expect("blocking send");
+            sent_w.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let stalled_at = wait_until_stalled(&sent, N, Duration::from_millis(300));
+    assert!(
+        stalled_at < N / 10,
+        "the sender was never held back ({stalled_at} of {N} sent): the server kept reading"
+    );
+    let line = stats(&mut p);
+    assert!(stat(&line, "frames_in") <= stalled_at as u64);
+    let mut buf = vec![0; 2 * LEN];
+    for i in 0..N {
+        let (n, _) = c
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("reply {i} of {N}: {e}"));
+        assert_eq!(n, LEN, "reply {i}: length");
+        assert!(buf[..n] == datagram(i, LEN), "reply {i}: content or order");
+    }
+    sender.join().unwrap();
+    let line = stats(&mut p);
+    assert_eq!(stat(&line, "frames_out"), N as u64);
+    assert_eq!(stat(&line, "dropped"), 0);
+    assert!(p.stop().success());
+}
+
+#[test]
+fn credentials_decide_who_is_served() {
+    let uid = my_uid().to_string();
+    let (dir, mut p, server) = serve(&["--allow-uid", &uid]);
+    let c = bound(&dir.path("c.sock"));
+    c.send_to(b"me", &server).unwrap();
+    assert_eq!(recv(&c, &server), b"me");
+    assert!(p.stop().success());
+
+    let other = (my_uid() + 4242).to_string();
+    let (dir, mut p, server) = serve(&["--allow-uid", &other]);
+    let c = bound(&dir.path("c.sock"));
+    c.send_to(b"not me", &server).unwrap();
+    let warn = p.wait_for("rejected a datagram");
+    assert!(warn.contains(&format!("uid={uid}")), "{warn}");
+    let line = stats(&mut p);
+    assert_eq!(stat(&line, "rejected_cred"), 1);
+    assert_eq!(stat(&line, "dropped"), 1);
+    assert_eq!(stat(&line, "frames_in"), 0);
+    c.set_nonblocking(true).unwrap();
+    let err = c
+        .recv(&mut [0; 16])
+        .expect_err("no reply for a refused peer");
+    assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+    assert!(p.stop().success());
+}
+
+/// Answers each datagram with where the answer goes and who asked.
+struct Addressed;
+
+impl Handler for Addressed {
+    type State = u64;
+
+    fn frame(&mut self, count: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
+        *count += 1;
+        let to = cx
+            .reply_to()
+            .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        let uid = cx.peer().map(|p| p.uid);
+        let reply = format!(
+            "{} #{count} to {} uid {uid:?}",
+            String::from_utf8_lossy(frame.payload()),
+            to.map(|p| p.display().to_string()).unwrap_or_default()
+        );
+        cx.send(reply.as_bytes());
+    }
+}
+
+#[test]
+fn library_handler_replies_to_each_sender() {
+    let dir = TempDir::new("dgram-lib");
+    let path = dir.path("lib.sock");
+    let mut config = Config::new(&path);
+    config.socket_type = SocketType::Dgram;
+    let server = Server::with_handler(config, Addressed).expect("bind");
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+
+    let (a_path, b_path) = (dir.path("a.sock"), dir.path("b.sock"));
+    let (a, b) = (bound(&a_path), bound(&b_path));
+    let uid = Some(my_uid());
+    a.send_to(b"hi", &path).unwrap();
+    b.send_to(b"yo", &path).unwrap();
+    a.send_to(b"again", &path).unwrap();
+    let reply = |c: &UnixDatagram| String::from_utf8(recv(c, &path)).unwrap();
+    assert_eq!(
+        reply(&a),
+        format!("hi #1 to {} uid {uid:?}", a_path.display())
+    );
+    assert_eq!(
+        reply(&b),
+        format!("yo #2 to {} uid {uid:?}", b_path.display())
+    );
+    assert_eq!(
+        reply(&a),
+        format!("again #3 to {} uid {uid:?}", a_path.display())
+    );
+
+    handle.stop();
+    let stats = thread.join().unwrap().expect("run");
+    assert_eq!((stats.frames_in, stats.frames_out), (3, 3));
+    assert!(!path.exists());
+}
+
+#[test]
+fn connection_options_with_dgram_are_usage_errors() {
+    let dir = TempDir::new("dgram-usage");
+    let path = dir.path("u.sock");
+    let path = path.to_str().unwrap();
+    for (flag, value) in [
+        ("--backlog", "16"),
+        ("--max-connections", "10"),
+        ("--idle-timeout", "5"),
+    ] {
+        let out = Command::new(common::bin())
+            .args([path, "--type", "dgram", flag, value])
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error:") && first.contains(flag) && first.contains("dgram"),
+            "{flag}: {err}"
+        );
+        assert!(!common::exists(Path::new(path)), "nothing bound");
+    }
+    // The same options are fine for connection-oriented types.
+    let mut p = Proc::serve(&[path, "--type", "seqpacket", "--backlog", "16"]);
+    assert!(p.stop().success());
+}

@@ -1,0 +1,266 @@
+//! The crate as a library: a `Server` run on a thread, echoing; stopped
+//! from another thread through its `Handle`; counters read live and
+//! returned at the end; the socket file removed; typed setup errors.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{exists, pattern, TempDir, PATIENCE};
+use uds_reactor::{
+    Config, ConnId, Context, Error, Frame, Framing, Handle, Handler, PeerCred, Server, Stats,
+};
+
+/// `Handle` crosses threads and is cloned freely.
+const _: () = {
+    const fn send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    send_sync_clone::<Handle>();
+    const fn send<T: Send>() {}
+    send::<Stats>();
+    send::<Error>();
+};
+
+fn connect(path: &Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Polls `handle.stats()` until `done` holds; the counters are published
+/// once per loop turn.
+fn wait_stats(handle: &Handle, done: impl Fn(&Stats) -> bool) -> Stats {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = handle.stats();
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "counters never got there: {s:?}");
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn echo_on_a_thread_stopped_through_the_handle() {
+    let dir = TempDir::new("lib-echo");
+    let path = dir.path("s.sock");
+    let server = Server::bind(Config::new(&path)).expect("bind");
+    assert!(exists(&path), "bind creates the file before run");
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+
+    let data = pattern(9, 3 << 20);
+    let mut total = 0u64;
+    for i in 0..4u64 {
+        let mut s = connect(&path);
+        let mut w = s.try_clone().unwrap();
+        let len = data.len() >> i;
+        let sent = data[..len].to_vec();
+        let writer = thread::spawn(move || {
+            w.write_all(&sent).unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(got[..] == data[..len], "connection {i}: echo differs");
+        total += len as u64;
+    }
+
+    let live = wait_stats(&handle, |s| s.closed == 4);
+    assert_eq!(live.accepted, 4);
+    assert_eq!(live.open, 0);
+    assert_eq!(live.bytes_in, total);
+    assert_eq!(live.bytes_out, total);
+    // Raw framing: each read is one frame, echoed as one.
+    assert!(live.frames_in >= 4 && live.frames_in <= total, "{live:?}");
+    assert_eq!(live.frames_out, live.frames_in);
+
+    // Stopped from yet another thread, through a clone.
+    let remote = handle.clone();
+    thread::spawn(move || remote.stop()).join().unwrap();
+    let last = thread.join().expect("server thread").expect("run");
+    assert_eq!(last, live, "nothing happened after the last snapshot");
+    assert_eq!(handle.stats(), last, "the final counters are published");
+    assert!(!exists(&path), "socket file left behind");
+    // Stopping a stopped server is harmless.
+    handle.stop();
+}
+
+/// Answers each line with its length and counts what it saw; closes on
+/// "bye".
+#[derive(Default)]
+struct Count {
+    opened: u64,
+    closed: Vec<(ConnId, Option<PeerCred>, u64)>,
+}
+
+impl Handler for Count {
+    type State = u64;
+
+    fn open(&mut self, _: &mut u64, _: &mut Context<'_>) {
+        self.opened += 1;
+    }
+
+    fn frame(&mut self, lines: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
+        *lines += 1;
+        if frame.payload() == b"bye" {
+            cx.send(b"ciao");
+            cx.close();
+            return;
+        }
+        cx.send(frame.payload().len().to_string().as_bytes());
+    }
+
+    fn close(&mut self, lines: u64, id: ConnId, peer: Option<PeerCred>) {
+        self.closed.push((id, peer, lines));
+    }
+}
+
+#[test]
+fn custom_handler_counts_frames() {
+    let dir = TempDir::new("lib-handler");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.framing = Framing::Line;
+    let server = Server::with_handler(config, Count::default()).expect("bind");
+    let handle = server.handle();
+    // The handler comes back with the server only through what it did to
+    // the sockets; count frames via the stats.
+    let thread = thread::spawn(move || server.run());
+
+    let s = connect(&path);
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    // Ten lines, written in awkward pieces.
+    let text = b"a\nbb\nccc\n\ndddd\ne\nff\nggg\nhhhh\nbye\n";
+    for piece in text.chunks(3) {
+        w.write_all(piece).unwrap();
+    }
+    let mut replies = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        replies.push(line);
+    }
+    assert_eq!(
+        replies,
+        ["1\n", "2\n", "3\n", "0\n", "4\n", "1\n", "2\n", "3\n", "4\n", "ciao\n"]
+    );
+    let stats = wait_stats(&handle, |s| s.closed == 1);
+    assert_eq!(stats.frames_in, 10);
+    assert_eq!(stats.frames_out, 10);
+    assert_eq!(stats.bytes_in, text.len() as u64);
+    assert_eq!(stats.bytes_out, 2 * 9 + 5);
+    handle.stop();
+    let last = thread.join().unwrap().unwrap();
+    assert_eq!(last.frames_in, 10);
+    assert!(!exists(&path));
+}
+
+#[test]
+fn stop_flushes_owed_output_then_returns() {
+    let dir = TempDir::new("lib-drain");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.drain_timeout = Duration::from_secs(60);
+    let server = Server::bind(config).unwrap();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+
+    // A peer owed 200 KB it has not read yet.
+    let mut owed = connect(&path);
+    let data = pattern(3, 200_000);
+    owed.write_all(&data).unwrap();
+    wait_stats(&handle, |s| s.bytes_in == data.len() as u64);
+    // An idle peer.
+    let mut idle = connect(&path);
+    wait_stats(&handle, |s| s.accepted == 2);
+
+    let started = Instant::now();
+    handle.stop();
+    let mut got = Vec::new();
+    owed.read_to_end(&mut got).unwrap();
+    assert!(got == data, "owed output lost at stop");
+    let mut b = [0; 1];
+    assert_eq!(idle.read(&mut b).unwrap(), 0, "idle peer not closed");
+    let last = thread.join().unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "run waited for the drain timeout"
+    );
+    assert_eq!(last.bytes_out, data.len() as u64);
+    assert_eq!(last.closed, 2);
+    assert!(!exists(&path));
+}
+
+#[test]
+fn stop_before_run_returns_at_once() {
+    let dir = TempDir::new("lib-early");
+    let path = dir.path("s.sock");
+    let server = Server::bind(Config::new(&path)).unwrap();
+    let handle = server.handle();
+    handle.stop();
+    let started = Instant::now();
+    let stats = thread::spawn(move || server.run()).join().unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(stats, Stats::default());
+    assert!(!exists(&path));
+}
+
+#[test]
+fn setup_errors_are_typed() {
+    let dir = TempDir::new("lib-errors");
+    let path = dir.path("s.sock");
+    let first = Server::bind(Config::new(&path)).unwrap();
+    match Server::bind(Config::new(&path)) {
+        Err(e @ Error::InUse(_)) => {
+            assert_eq!(e.exit_code(), 1);
+            assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
+        }
+        Err(e) => panic!("expected InUse, got {e}"),
+        Ok(_) => panic!("two servers bound one path"),
+    }
+    drop(first); // never run: the file stays (nobody listens now)
+
+    let file = dir.path("file");
+    std::fs::write(&file, b"x").unwrap();
+    assert!(matches!(
+        Server::bind(Config::new(&file)),
+        Err(Error::NotSocket(_))
+    ));
+    assert!(matches!(
+        Server::bind(Config::new(dir.path("none").join("s.sock"))),
+        Err(Error::NoParent(_))
+    ));
+    assert!(matches!(
+        Server::bind(Config::new(dir.path(&"x".repeat(120)))),
+        Err(Error::PathTooLong(_))
+    ));
+    let mut bad = Config::new(dir.path("bad.sock"));
+    bad.max_buffer = 0;
+    match Server::bind(bad) {
+        Err(e @ Error::Config(_)) => assert_eq!(e.exit_code(), 2),
+        Err(e) => panic!("expected Config, got {e}"),
+        Ok(_) => panic!("accepted --max-buffer 0"),
+    }
+    assert!(!exists(&dir.path("bad.sock")));
+
+    // The stale file `first` left is replaced by the next server.
+    let server = Server::bind(Config::new(&path)).expect("stale file replaced");
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+    let mut s = connect(&path);
+    s.write_all(b"ok").unwrap();
+    let mut b = [0; 2];
+    s.read_exact(&mut b).unwrap();
+    handle.stop();
+    thread.join().unwrap().unwrap();
+}
