@@ -8,6 +8,12 @@
 //! round trip on a separate connection. It runs twice: without timers and
 //! with `--idle-timeout` (a deadline per connection in the timer heap).
 //!
+//! 100,000 connections need more than 100,000 descriptors in each of the
+//! two processes. When it may (root with CAP_SYS_RESOURCE), the bench
+//! raises its own hard limit to 250,000 (`fs.nr_open` permitting) with
+//! `prlimit`, and the server inherits it; either way it prints the limit
+//! it got.
+//!
 //! ```text
 //! cargo bench --bench idle
 //! ```
@@ -27,9 +33,13 @@ const ROUND_TRIPS: usize = 5_000;
 const SERVER_RESERVE: u64 = 40;
 /// Descriptors this process keeps for itself (std, the timed connection).
 const OWN_RESERVE: u64 = 32;
+/// The hard open-file limit asked for when running as root: room for the
+/// largest level plus reserves, on both sides.
+const WANTED_LIMIT: u64 = 250_000;
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
+    raise_hard_limit();
     let own_limit = uds_reactor::sys::raise_nofile_limit().expect("getrlimit");
     let dir = std::env::temp_dir().join(format!("udsr-bench-idle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -40,6 +50,62 @@ fn main() {
         run(&dir, own_limit, extra);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// As root, raises this process's hard open-file limit to [`WANTED_LIMIT`]
+/// (or `fs.nr_open`, if lower) with `prlimit`, so the 100,000 level can be
+/// reached; the server, our child, inherits it. Otherwise says why not.
+fn raise_hard_limit() {
+    let hard = hard_nofile_limit();
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(WANTED_LIMIT);
+    let want = WANTED_LIMIT.min(nr_open);
+    if hard >= want {
+        return;
+    }
+    // Raising a hard limit takes CAP_SYS_RESOURCE (bit 24), which root
+    // has outside containers that drop it.
+    let can_raise = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|caps| u64::from_str_radix(caps.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0);
+    if !can_raise {
+        println!(
+            "hard open-file limit {hard}, not raised to {want}: this process lacks \
+             CAP_SYS_RESOURCE (root in a container that drops it, or not root)"
+        );
+        return;
+    }
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--nofile={want}:{want}"))
+        .status();
+    match status {
+        Ok(s) if s.success() => {
+            println!("hard open-file limit raised from {hard} to {want} (prlimit)")
+        }
+        other => println!("hard open-file limit {hard}: raising it to {want} failed ({other:?})"),
+    }
+}
+
+/// This process's hard open-file limit: the second number on the "Max
+/// open files" line of /proc/self/limits (`proc_field` reads the first).
+fn hard_nofile_limit() -> u64 {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Max open files"))
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// One server, all levels.
