@@ -75,3 +75,8 @@ pub use error::Error;
 pub use handler::{ConnId, Context, Echo, Handler, PeerCred};
 pub use server::{Handle, Server};
 pub use stats::Stats;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
