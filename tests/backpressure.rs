@@ -19,6 +19,12 @@ use sha2::{Digest, Sha256};
 
 /// How long a write may make no progress before we call the peer stalled.
 const STALL: Duration = Duration::from_millis(300);
+/// The server's default `--max-buffer`.
+const MAX_BUFFER: u64 = 256 << 10;
+/// The bound asserted on the server's RSS growth under one non-reading
+/// peer: `--max-buffer`, a read chunk and allocator slack come to well
+/// under 1 MiB; 8 MiB leaves room for noise yet is far below 64 MiB.
+const PEAK_GROWTH_KIB: u64 = 8 << 10;
 
 /// Samples a process's RSS every few milliseconds until dropped, keeping
 /// the peak.
@@ -106,6 +112,19 @@ fn echo_once(path: &Path, len: usize, seed: u64) {
     assert!(got == data, "echo of {len} bytes differs");
 }
 
+/// The values of `keys` from one counters line (asked by SIGUSR1).
+fn counters<const N: usize>(p: &mut Proc, keys: [&str; N]) -> [u64; N] {
+    p.signal(10);
+    let line = p.wait_for("stats open=");
+    keys.map(|key| {
+        let prefix = format!("{key}=");
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+    })
+}
+
 #[test]
 fn non_reading_peer_is_bounded_others_served_and_all_bytes_arrive() {
     const TOTAL: usize = 64 << 20;
@@ -120,7 +139,24 @@ fn non_reading_peer_is_bounded_others_served_and_all_bytes_arrive() {
     let data = Arc::new(pattern(64, TOTAL));
     let mut flood = UnixStream::connect(&path).unwrap();
     flood.set_read_timeout(Some(PATIENCE)).unwrap();
-    let stalled_at = write_until_stalled(&mut flood, &data, 0);
+    // Write until the server owes --max-buffer (so it has stopped reading,
+    // by its own rule) and our writes stall. A stall alone could be the
+    // server descheduled on a busy machine, so the counters decide.
+    let deadline = Instant::now() + PATIENCE;
+    let mut stalled_at = 0;
+    loop {
+        stalled_at = write_until_stalled(&mut flood, &data, stalled_at);
+        let [bytes_in, bytes_out] = counters(&mut server, ["bytes_in", "bytes_out"]);
+        if bytes_in - bytes_out >= MAX_BUFFER {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never owed --max-buffer"
+        );
+    }
+    // Fill whatever room the server made before it stopped.
+    stalled_at = write_until_stalled(&mut flood, &data, stalled_at);
     // Socket buffers both ways plus --max-buffer (256 KiB): a few MiB at
     // most, nowhere near the whole payload.
     assert!(
@@ -129,12 +165,15 @@ fn non_reading_peer_is_bounded_others_served_and_all_bytes_arrive() {
     );
     let stalled_rss = server.rss_kib();
 
-    // Another peer is served while the first one is stalled.
+    // Another peer is served while the first one is stalled, and the
+    // server reads nothing more from the flooder meanwhile.
+    let [read_before] = counters(&mut server, ["bytes_in"]);
     echo_once(&path, 1 << 20, 2);
-    // Still stalled: the server did not resume reading the flooder.
+    let [read_after] = counters(&mut server, ["bytes_in"]);
     assert_eq!(
-        write_until_stalled(&mut flood, &data, stalled_at),
-        stalled_at
+        read_after - read_before,
+        1 << 20,
+        "the server read from a backpressured peer"
     );
 
     // Now read everything back while writing the rest.
@@ -166,12 +205,12 @@ fn non_reading_peer_is_bounded_others_served_and_all_bytes_arrive() {
     let peak = monitor.peak_kib();
     drop(monitor);
     eprintln!(
-        "baseline {baseline} KiB; stalled after {stalled_at} bytes with RSS {stalled_rss} KiB; \
-         peak {peak} KiB (+{} KiB)",
+        "64 MiB non-reading peer: server RSS baseline {baseline} KiB; stalled after \
+         {stalled_at} bytes with RSS {stalled_rss} KiB; peak {peak} KiB (+{} KiB)",
         peak.saturating_sub(baseline)
     );
     assert!(
-        peak < baseline + (40 << 10),
+        peak < baseline + PEAK_GROWTH_KIB,
         "RSS peaked at {peak} KiB from a baseline of {baseline} KiB"
     );
     assert!(server.stop().success());
