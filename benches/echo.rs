@@ -1,0 +1,315 @@
+//! End-to-end echo benchmark: uds-reactor against three peers, on the
+//! same workloads, in one run.
+//!
+//! The servers, each a child process (so /proc/PID/stat and VmRSS are its
+//! own):
+//!
+//! - `uds-reactor`: the release binary, default flags;
+//! - `tokio-ct`: tokio `current_thread`, a task per connection, 64 KiB
+//!   buffer each (benches/peers/tokio_ct.rs);
+//! - `std-threads`: a thread per connection, blocking std sockets
+//!   (benches/peers/threads.rs);
+//! - `raw-epoll`: level-triggered epoll on libc, one shared buffer, bytes
+//!   kept only after a short write — what one thread can do at best
+//!   (benches/peers/epoll.rs).
+//!
+//! The load generator (`uds_reactor::load`, verifying every echoed byte)
+//! runs in this process. On two or more CPUs the servers are pinned to
+//! CPU 0 and the load generator to CPU 1. The workloads, run for each
+//! server in turn (the order rotating each repetition), several times:
+//!
+//! | name | what |
+//! |---|---|
+//! | ping-pong 1 | 1 connection, 64-byte messages, pipeline 1 |
+//! | ping-pong 100 | 100 connections, 64-byte messages, pipeline 1 |
+//! | stream 1 | 1 connection, 64 KiB messages, 4 in flight |
+//! | stream 100 | 100 connections, 16 KiB messages, 4 in flight each |
+//! | churn | 8 connections at once, each: connect, one 64-byte echo, close |
+//! | idle 10k | RSS growth with 10,000 idle connections (each echoed 1 byte) |
+//!
+//! Reported per workload and server: throughput, latency p50/p99 (from
+//! the load generator), the server's own CPU time (utime + stime) per
+//! message, per GB or per connection, and the ratios of throughput and CPU
+//! to tokio's and raw-epoll's in the same repetition, as medians with
+//! min–max over the repetitions. The table at the end is markdown.
+//!
+//! ```text
+//! cargo bench --bench echo                        # 5 repetitions of 2 s (about 5 minutes)
+//! UDSR_BENCH_QUICK=1 cargo bench --bench echo     # 1 repetition of 0.5 s
+//! UDSR_BENCH_REPS=3 UDSR_BENCH_SECS=1 UDSR_BENCH_ONLY=ping cargo bench --bench echo
+//! ```
+//!
+//! `UDSR_BENCH_ONLY` keeps the workloads whose name contains it;
+//! `UDSR_BENCH_SERVERS` (comma-separated) the servers named.
+
+mod peers;
+#[path = "echo/procs.rs"]
+mod procs;
+#[path = "echo/table.rs"]
+mod table;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use uds_reactor::load::{self, Limit, LoadConfig};
+
+use procs::{Kind, Server, TempDir};
+use table::{Results, Sample, Unit};
+
+/// The servers, in table order; tokio and raw-epoll are the baselines.
+const SERVERS: [(&str, Kind); 4] = [
+    ("uds-reactor", Kind::Reactor),
+    ("tokio-ct", Kind::Peer("tokio-ct")),
+    ("std-threads", Kind::Peer("std-threads")),
+    ("raw-epoll", Kind::Peer("raw-epoll")),
+];
+/// Idle connections opened for the RSS workload.
+const IDLE: usize = 10_000;
+
+/// One workload.
+struct Workload {
+    name: &'static str,
+    unit: Unit,
+    connections: usize,
+    size: usize,
+    pipeline: usize,
+    churn: bool,
+}
+
+const WORKLOADS: [Workload; 6] = [
+    Workload::load("ping-pong 1", Unit::Messages, 1, 64, 1),
+    Workload::load("ping-pong 100", Unit::Messages, 100, 64, 1),
+    Workload::load("stream 1", Unit::Bytes, 1, 64 << 10, 4),
+    Workload::load("stream 100", Unit::Bytes, 100, 16 << 10, 4),
+    Workload {
+        churn: true,
+        ..Workload::load("churn", Unit::Connections, 8, 64, 1)
+    },
+    Workload {
+        connections: IDLE,
+        ..Workload::load("idle 10k", Unit::Rss, 0, 0, 0)
+    },
+];
+
+impl Workload {
+    const fn load(
+        name: &'static str,
+        unit: Unit,
+        connections: usize,
+        size: usize,
+        pipeline: usize,
+    ) -> Workload {
+        Workload {
+            name,
+            unit,
+            connections,
+            size,
+            pipeline,
+            churn: false,
+        }
+    }
+}
+
+/// Run settings, from the environment.
+struct Settings {
+    reps: usize,
+    secs: f64,
+    only: Option<String>,
+    servers: Option<Vec<String>>,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let quick = var("UDSR_BENCH_QUICK").is_some_and(|v| v != "0");
+        let (reps, secs): (usize, f64) = if quick { (1, 0.5) } else { (5, 2.0) };
+        Settings {
+            reps: var("UDSR_BENCH_REPS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(reps)
+                .clamp(1, 20),
+            secs: var("UDSR_BENCH_SECS")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(secs)
+                .clamp(0.1, 30.0),
+            only: var("UDSR_BENCH_ONLY"),
+            servers: var("UDSR_BENCH_SERVERS").map(|v| v.split(',').map(str::to_owned).collect()),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--peer") {
+        peers::serve(&args[2], Path::new(&args[3]));
+        return;
+    }
+    // `cargo bench` passes `--bench`; other arguments are ignored.
+    let settings = Settings::from_env();
+    let _ = uds_reactor::sys::raise_nofile_limit();
+    let (server_cpu, load_cpu) = if procs::cpus() >= 2 {
+        (Some(0), Some(1))
+    } else {
+        (None, None)
+    };
+    if let Some(cpu) = load_cpu {
+        procs::pin(0, cpu);
+    }
+    let dir = TempDir::new("echo");
+    let chosen: Vec<(&'static str, Kind)> = SERVERS
+        .iter()
+        .copied()
+        .filter(|(name, _)| {
+            let keep = |list: &Vec<String>| list.iter().any(|n| n == name);
+            // The baselines always run: the ratios need them.
+            matches!(*name, "tokio-ct" | "raw-epoll") || settings.servers.as_ref().is_none_or(keep)
+        })
+        .collect();
+    let names: Vec<&'static str> = chosen.iter().map(|(n, _)| *n).collect();
+    let workloads: Vec<&Workload> = WORKLOADS
+        .iter()
+        .filter(|w| {
+            settings
+                .only
+                .as_ref()
+                .is_none_or(|o| w.name.contains(o.as_str()))
+        })
+        .collect();
+    eprintln!(
+        "echo bench: {} repetitions of {} s; servers {} on CPU {:?}, load generator on CPU {:?}",
+        settings.reps,
+        settings.secs,
+        names.join(", "),
+        server_cpu,
+        load_cpu
+    );
+
+    let mut servers: Vec<Server> = chosen
+        .iter()
+        .map(|&(name, kind)| {
+            Server::start(name, kind, dir.join(&format!("{name}.sock")), server_cpu)
+        })
+        .collect();
+    for s in &servers {
+        // Fault in code and buffers before anything is measured.
+        let w = &WORKLOADS[3];
+        let _ = measure(s, w, 0.2);
+    }
+
+    let started = Instant::now();
+    // samples[workload][server][rep]
+    let mut samples = vec![vec![Vec::new(); servers.len()]; workloads.len()];
+    for rep in 0..settings.reps {
+        for (wi, w) in workloads.iter().enumerate() {
+            for k in 0..servers.len() {
+                let si = (k + rep) % servers.len();
+                let s = &mut servers[si];
+                let sample = if s.alive() {
+                    measure(s, w, settings.secs)
+                } else {
+                    None
+                };
+                match &sample {
+                    Some(x) => eprintln!(
+                        "[{:>5.1}s] rep {} {:<13} {:<12} rate {:>10} p50 {:>7.1} µs p99 {:>7.1} µs cpu {}",
+                        started.elapsed().as_secs_f64(),
+                        rep + 1,
+                        w.name,
+                        s.name,
+                        table::num(x.rate),
+                        x.p50_us,
+                        x.p99_us,
+                        table::num(x.cpu),
+                    ),
+                    None => eprintln!("rep {} {} {}: failed", rep + 1, w.name, s.name),
+                }
+                samples[wi][si].push(sample);
+            }
+        }
+    }
+
+    let tokio = names.iter().position(|&n| n == "tokio-ct").unwrap_or(0);
+    let epoll = names.iter().position(|&n| n == "raw-epoll").unwrap_or(0);
+    let mut out = String::from(table::HEADER);
+    for (wi, w) in workloads.iter().enumerate() {
+        Results {
+            workload: w.name,
+            unit: w.unit,
+            servers: &names,
+            samples: &samples[wi],
+        }
+        .rows(&mut out, tokio, epoll);
+    }
+    println!();
+    println!(
+        "{} repetitions of {} s each, in {:.0} s; medians, (min–max) over repetitions.",
+        settings.reps,
+        settings.secs,
+        started.elapsed().as_secs_f64()
+    );
+    println!("CPU = the server process's utime + stime; ratios taken per repetition.");
+    println!();
+    print!("{out}");
+    for s in servers {
+        s.stop();
+    }
+}
+
+/// Runs `w` against `server` for `secs`; None if the run failed.
+fn measure(server: &Server, w: &Workload, secs: f64) -> Option<Sample> {
+    if w.unit == Unit::Rss {
+        return measure_rss(server, w.connections);
+    }
+    let mut config = LoadConfig::new(&server.path);
+    config.connections = w.connections;
+    config.size = w.size;
+    config.pipeline = w.pipeline;
+    config.churn = w.churn;
+    config.limit = Limit::Time(Duration::from_secs_f64(secs));
+    let cpu_before = server.cpu();
+    let report = match load::run(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{} {}: {e}", w.name, server.name);
+            return None;
+        }
+    };
+    let cpu = (server.cpu() - cpu_before).as_secs_f64();
+    let (rate, per) = match w.unit {
+        Unit::Messages => (report.msgs_per_sec(), cpu * 1e6 / report.messages as f64),
+        Unit::Bytes => (report.mb_per_sec(), cpu / (report.bytes as f64 / 1e9)),
+        Unit::Connections => (
+            report.conns_per_sec(),
+            cpu * 1e6 / report.connections as f64,
+        ),
+        Unit::Rss => unreachable!(),
+    };
+    Some(Sample {
+        rate,
+        p50_us: report.latency.quantile(0.5) as f64 / 1e3,
+        p99_us: report.latency.quantile(0.99) as f64 / 1e3,
+        cpu: per,
+    })
+}
+
+/// Server RSS growth per connection with `n` idle connections.
+fn measure_rss(server: &Server, n: usize) -> Option<Sample> {
+    // Touch the echo path first, so the baseline is not missing its pages.
+    let _ = procs::open_idle(&server.path, 1);
+    let before = server.rss();
+    let idle = match procs::open_idle(&server.path, n) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("idle {}: {e}", server.name);
+            return None;
+        }
+    };
+    let after = server.rss();
+    drop(idle);
+    Some(Sample {
+        rate: after.saturating_sub(before) as f64 / n as f64,
+        p50_us: f64::NAN,
+        p99_us: f64::NAN,
+        cpu: f64::NAN,
+    })
+}

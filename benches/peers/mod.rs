@@ -1,0 +1,30 @@
+//! The servers uds-reactor is compared with, each run in a child process
+//! of the bench (`echo --peer NAME PATH`), so that /proc/PID/stat and
+//! VmRSS are that server's alone.
+
+pub mod epoll;
+pub mod threads;
+pub mod tokio_ct;
+
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+/// Size of the read buffer of each peer (per task, per thread, or shared).
+pub const BUF: usize = 64 << 10;
+
+/// Binds `path` and serves echo on it with the peer `name` until killed.
+///
+/// # Panics
+///
+/// On an unknown name or a failed bind: the parent sees the child exit.
+pub fn serve(name: &str, path: &Path) {
+    // Thousands of idle connections need descriptors.
+    let _ = uds_reactor::sys::raise_nofile_limit();
+    let listener = UnixListener::bind(path).expect("bind peer socket");
+    match name {
+        "tokio-ct" => tokio_ct::serve(listener),
+        "std-threads" => threads::serve(listener),
+        "raw-epoll" => epoll::serve(listener),
+        other => panic!("unknown peer {other}"),
+    }
+}
