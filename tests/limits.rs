@@ -238,10 +238,14 @@ fn out_of_descriptors_neither_spins_nor_stalls() {
     }
     let ticks = cpu_ticks(pid) - before;
     eprintln!(
-        "server CPU while out of descriptors: {ticks} ticks in {:?}",
+        "server CPU while out of descriptors ({held} held, {} waiting): \
+         {ticks} ticks (1/100 s) in {:?}",
+        CLIENTS - held,
         start.elapsed()
     );
-    assert!(ticks < 25, "{ticks} ticks of CPU in ~1 s while saturated");
+    // A busy loop would burn ~100 ticks a second; 20 echoes and two
+    // paused-accept retries cost well under one.
+    assert!(ticks < 10, "{ticks} ticks of CPU in ~1 s while saturated");
     assert_waiting(&clients[held..]);
 
     // Close 10 held connections: the next 10 in the backlog are taken in
