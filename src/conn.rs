@@ -214,6 +214,9 @@ impl<S> Conn<S> {
             !close
         });
         if let Err(e) = result {
+            // The partial frame will never complete: do not hold it (up to
+            // max_frame) while the output drains to a slow peer.
+            self.decoder.clear(input);
             self.begin_close(CloseReason::Frame(e));
         } else if close {
             self.begin_close(CloseReason::Handler);

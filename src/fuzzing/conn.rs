@@ -71,6 +71,7 @@ pub fn conn(data: &[u8]) {
         now,
         spares: Spares::default(),
         limits,
+        was_done: false,
     };
     t.conn.open(ConnId(0), &t.limits, &mut Echo, &mut t.spares);
     t.check();
@@ -116,6 +117,7 @@ pub fn conn(data: &[u8]) {
             }
         }
         t.check();
+        t.poke_closed();
     }
     // A well-behaved peer: drains everything, then shuts down its side.
     t.flush();
@@ -140,6 +142,8 @@ struct Driver {
     now: Instant,
     spares: Spares,
     limits: Limits,
+    /// The connection was done at the last check: it must stay done.
+    was_done: bool,
 }
 
 impl Driver {
@@ -201,15 +205,58 @@ impl Driver {
         }
     }
 
-    fn check(&self) {
+    /// A connection closed to input (EOF, frame error, shutdown, killed)
+    /// ignores stale events: a read, an EOF, a shutdown or a timeout
+    /// delivered anyway change nothing, and a done one stays done.
+    fn poke_closed(&mut self) {
+        if !self.model.read_done {
+            return;
+        }
+        let before = (
+            self.conn.pending(),
+            self.conn.memory(),
+            self.conn.close_reason(),
+            self.conn.interest(),
+        );
+        let stale = b"stale\n\0\0\0\x01x";
+        let (id, limits) = (ConnId(0), &self.limits);
+        self.conn
+            .handle_read(id, stale, self.now, limits, &mut Echo, &mut self.spares);
+        self.conn
+            .handle_eof(id, limits, &mut Echo, &mut self.spares);
+        if self.model.done() {
+            self.conn.shutdown(self.now);
+            let later = self.now + Duration::from_secs(1 << 20);
+            self.conn.handle_timeout(later, limits, &mut self.spares);
+        }
+        let after = (
+            self.conn.pending(),
+            self.conn.memory(),
+            self.conn.close_reason(),
+            self.conn.interest(),
+        );
+        assert_eq!(before, after, "stale events on a closed connection");
+        self.check();
+    }
+
+    fn check(&mut self) {
+        let done = self.model.done();
+        assert!(done || !self.was_done, "a done connection stays done");
+        self.was_done = done;
         let (conn, model, limits) = (&self.conn, &self.model, &self.limits);
         let pending = model.pending();
-        let done = model.done();
         assert_eq!(conn.pending(), pending, "pending bytes");
         assert_eq!(conn.is_done(), done, "is_done");
         let wants = conn.interest();
         assert_eq!(wants.read, !done && !model.read_done, "read interest");
         assert_eq!(wants.write, !done && pending > 0, "write interest");
+        if done {
+            assert!(conn.poll_timeout(limits).is_none(), "no timer when done");
+            assert!(
+                conn.transmit(limits).is_empty(),
+                "nothing to write when done"
+            );
+        }
         let wants_read = !model.read_done && pending < limits.max_buffer;
         assert_eq!(conn.wants_read(limits), wants_read, "wants_read");
         assert_eq!(
@@ -254,7 +301,9 @@ impl Driver {
         let memory = conn.memory();
         let bound = limits.max_buffer + limits.max_frame + MEMORY_SLACK;
         assert!(memory <= bound, "memory {memory} > {bound}");
-        let holds_partial = !model.cur.is_empty() || model.frame_error;
+        // A partial frame is held until it completes or input ends; after
+        // a frame error it can never complete and is freed at once.
+        let holds_partial = !model.cur.is_empty() && !model.frame_error;
         if pending == 0 && !holds_partial {
             assert_eq!(memory, 0, "nothing pending, no memory");
         }

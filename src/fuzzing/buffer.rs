@@ -1,0 +1,138 @@
+//! The `buffer` fuzz target: [`Buffer`] operations against a `VecDeque`
+//! model.
+
+use std::collections::VecDeque;
+
+use super::Input;
+use crate::buffer::{Buffer, MIN_ALLOC, OVERSHOOT, SPARE_MAX};
+
+/// Fuzz target `buffer`.
+///
+/// Two buffers share one spare, as connections share the server's. Each
+/// has a fixed growth limit (as each decoder or output buffer has). Input:
+/// two limit bytes, then operations: a byte (low bit: which buffer; the
+/// rest: push / consume / release / big push / shrink) and its arguments.
+///
+/// Checks after every operation, against a `VecDeque<u8>` per buffer: the
+/// same bytes; an empty buffer holds no memory (capacity 0: the spare is
+/// only taken by a push of at least one byte); capacity never exceeds what
+/// [`Buffer::push`] documents: the limit while the bytes fit in it, else
+/// what is needed plus the larger of [`OVERSHOOT`] and the overshoot so
+/// far, or a spare it took (which must fit the limit and at most twice
+/// the push); `shrink` brings it back under the limit; the spare stays
+/// empty, at most [`SPARE_MAX`], and changes only as `push` and `release`
+/// document.
+pub fn buffer(data: &[u8]) {
+    let mut input = Input::new(data);
+    let limits = [buffer_limit(input.byte()), buffer_limit(input.byte())];
+    let mut bufs = [Buffer::new(), Buffer::new()];
+    let mut models = [VecDeque::new(), VecDeque::new()];
+    // Per buffer: the most capacity it may hold until it next empties.
+    let mut allowed = [0usize; 2];
+    let mut spare: Vec<u8> = Vec::new();
+    let mut counter = 0u8;
+    let mut ops = 0;
+    while !input.is_empty() && ops < 10_000 {
+        ops += 1;
+        let op = input.byte();
+        let i = usize::from(op & 1);
+        let (b, model, limit) = (&mut bufs[i], &mut models[i], limits[i]);
+        let spare_before = spare.capacity();
+        let cap_before = b.capacity();
+        match (op >> 1) % 5 {
+            kind @ (0 | 3) => {
+                let n = match kind {
+                    0 => input.size(),
+                    _ => usize::from(input.byte()) << 12,
+                };
+                let data: Vec<u8> = (0..n)
+                    .map(|_| {
+                        counter = counter.wrapping_add(1);
+                        counter
+                    })
+                    .collect();
+                let held = model.len();
+                let needed = held + n;
+                let takes = cap_before == 0
+                    && n > 0
+                    && spare_before > 0
+                    && spare_before <= limit
+                    && spare_before / 2 <= needed.max(MIN_ALLOC);
+                b.push(&data, limit, &mut spare);
+                model.extend(&data);
+                if takes {
+                    assert_eq!(spare.capacity(), 0, "the spare was taken");
+                    allowed[i] = allowed[i].max(spare_before);
+                } else {
+                    assert_eq!(spare.capacity(), spare_before, "the spare stays");
+                }
+                let growth = if needed <= limit {
+                    limit
+                } else {
+                    needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
+                };
+                if n > 0 {
+                    allowed[i] = allowed[i].max(growth);
+                }
+            }
+            1 => {
+                let n = usize::from(input.byte()) * 37 + usize::from(input.byte());
+                b.consume(n, &mut spare);
+                model.drain(..n.min(model.len()));
+                if model.is_empty() {
+                    expect_released(cap_before, spare_before, &spare);
+                }
+            }
+            2 => {
+                b.release(&mut spare);
+                model.clear();
+                expect_released(cap_before, spare_before, &spare);
+            }
+            _ => {
+                b.shrink(limit);
+                if model.len() <= limit {
+                    assert!(b.capacity() <= limit.max(cap_before.min(limit)));
+                    allowed[i] = allowed[i].min(limit);
+                } else {
+                    assert_eq!(b.capacity(), cap_before, "nothing to give back");
+                }
+                assert_eq!(spare.capacity(), spare_before);
+            }
+        }
+        for ((b, model), allowed) in bufs.iter().zip(&models).zip(&mut allowed) {
+            let (front, back) = model.as_slices();
+            assert_eq!(b.len(), model.len());
+            assert_eq!(&b.as_slice()[..front.len()], front);
+            assert_eq!(&b.as_slice()[front.len()..], back);
+            assert_eq!(b.is_empty(), model.is_empty());
+            if b.is_empty() {
+                assert_eq!(b.capacity(), 0, "an empty buffer holds no memory");
+                *allowed = 0;
+            }
+            assert!(b.capacity() >= b.len());
+            assert!(b.capacity() <= *allowed, "{} > {}", b.capacity(), allowed);
+        }
+        assert!(spare.is_empty());
+        assert!(spare.capacity() <= SPARE_MAX);
+    }
+}
+
+/// A buffer's growth limit from a byte: small ones, the allocation
+/// granule's neighbourhood, a few large, and "none".
+fn buffer_limit(b: u8) -> usize {
+    match b % 8 {
+        0 => usize::MAX,
+        1 => SPARE_MAX + 1,
+        2 => usize::from(b),
+        3 => 4096 - 1 + usize::from(b % 3),
+        _ => usize::from(b) << (b % 13),
+    }
+}
+
+/// After a buffer of capacity `cap` released into a spare of capacity
+/// `before`: the spare keeps the larger allocation, unless it is too big.
+fn expect_released(cap: usize, before: usize, spare: &Vec<u8>) {
+    let keep = cap > before && cap <= SPARE_MAX;
+    let want = if keep { cap } else { before };
+    assert_eq!(spare.capacity(), want, "spare after releasing {cap} bytes");
+}
