@@ -1,6 +1,7 @@
 //! The crate as a library: a `Server` run on a thread, echoing; stopped
 //! from another thread through its `Handle`; counters read live and
-//! returned at the end; the socket file removed; typed setup errors.
+//! returned at the end; the socket file removed; typed setup errors;
+//! handlers see their peer's credentials; the operations counters.
 
 mod common;
 
@@ -261,6 +262,94 @@ fn setup_errors_are_typed() {
     s.write_all(b"ok").unwrap();
     let mut b = [0; 2];
     s.read_exact(&mut b).unwrap();
+    handle.stop();
+    thread.join().unwrap().unwrap();
+}
+
+/// Replies to each line with the peer's credentials as the handler sees
+/// them (`Context::peer`).
+struct WhoAmI;
+
+impl Handler for WhoAmI {
+    type State = ();
+
+    fn frame(&mut self, _: &mut (), _: Frame<'_>, cx: &mut Context<'_>) {
+        let reply = match cx.peer() {
+            Some(p) => format!("pid={} uid={} gid={}", p.pid, p.uid, p.gid),
+            None => "unknown".into(),
+        };
+        // Line framing: `send` adds the `\n`.
+        cx.send(reply.as_bytes());
+    }
+}
+
+/// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
+fn our_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let effective = |key: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        // "Uid:\treal\teffective\tsaved\tfs"
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    (effective("Uid:"), effective("Gid:"))
+}
+
+#[test]
+fn handlers_see_the_peer_credentials() {
+    let dir = TempDir::new("lib-peer");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.framing = Framing::Line;
+    let server = Server::with_handler(config, WhoAmI).expect("bind");
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+
+    let mut s = connect(&path);
+    s.write_all(b"who am i?\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let (uid, gid) = our_ids();
+    let want = format!("pid={} uid={uid} gid={gid}\n", std::process::id());
+    assert_eq!(line, want);
+    handle.stop();
+    thread.join().unwrap().unwrap();
+}
+
+/// The operations counters (over the limit, refused credentials, closed
+/// idle) are in the library's `Stats` as in the SIGUSR1 line.
+#[test]
+fn operations_counters_reach_the_library() {
+    let dir = TempDir::new("lib-ops");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.max_connections = Some(1);
+    config.idle_timeout = Some(Duration::from_secs(1));
+    let server = Server::bind(config).unwrap();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+
+    let mut held = connect(&path);
+    held.write_all(b"in").unwrap();
+    let mut b = [0; 2];
+    held.read_exact(&mut b).unwrap();
+    let mut surplus = connect(&path);
+    assert_eq!(surplus.read(&mut b).unwrap(), 0, "surplus not closed");
+    // The held one goes quiet and is closed by the idle timeout.
+    assert_eq!(held.read(&mut b).unwrap(), 0, "idle peer not closed");
+    let stats = wait_stats(&handle, |s| s.closed_idle == 1);
+    assert_eq!((stats.accepted, stats.rejected), (1, 1), "{stats:?}");
+    handle.stop();
+    thread.join().unwrap().unwrap();
+
+    let mut config = Config::new(&path);
+    config.allow_uids = vec![12345];
+    let server = Server::bind(config).unwrap();
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+    let mut stranger = connect(&path);
+    assert_eq!(stranger.read(&mut b).unwrap(), 0, "stranger not closed");
+    let stats = wait_stats(&handle, |s| s.rejected_cred == 1);
+    assert_eq!(stats.accepted, 0, "{stats:?}");
     handle.stop();
     thread.join().unwrap().unwrap();
 }
