@@ -115,14 +115,23 @@ fn pending_output_is_flushed_before_exit() {
     let mut server = Proc::serve(&[path.to_str().unwrap(), "--drain-timeout", "60"]);
     let mut owed = connect(&path);
     // Write without reading until the server stops taking bytes: its output
-    // buffer is full and the socket buffers too.
+    // buffer is full and the socket buffers too. A stall alone could be
+    // the server descheduled on a busy machine, so its counters confirm
+    // it has taken more than its --max-buffer (256 KiB) before we stop.
     owed.set_nonblocking(true).unwrap();
     let data = pattern(1, 8 << 20);
     let mut sent = 0;
     let deadline = Instant::now() + PATIENCE;
     let mut blocked_since: Option<Instant> = None;
-    while blocked_since.is_none_or(|t| t.elapsed() < Duration::from_millis(300)) {
+    loop {
         assert!(Instant::now() < deadline && sent < data.len());
+        if blocked_since.is_some_and(|t| t.elapsed() >= Duration::from_millis(300)) {
+            server.signal(SIGUSR1);
+            if stat(&server.wait_for("stats open="), "bytes_in") > 256 << 10 {
+                break;
+            }
+            blocked_since = None;
+        }
         match owed.write(&data[sent..(sent + 65536).min(data.len())]) {
             Ok(n) => {
                 sent += n;
