@@ -2,6 +2,7 @@
 //! itself fed at once and against a byte-at-a-time model of the framings.
 
 use super::{framing, Input};
+use crate::buffer::MIN_ALLOC;
 use crate::codec::{self, Decoder, Eof, FrameError, HEADER_LEN};
 use crate::config::Framing;
 
@@ -42,6 +43,15 @@ fn run_decoder<'a>(
         );
         assert!(spare.capacity() <= d.limit());
         assert!(spare.is_empty());
+        // Memory follows the bytes that arrived, not what a header
+        // announces or the limit allows: none without a partial frame, at
+        // most twice the partial (doubling growth, or a spare taken back)
+        // or one allocation granule.
+        if d.buffered() == 0 {
+            assert_eq!(d.capacity(), 0, "no partial frame, no memory");
+        }
+        let grown = 2 * d.buffered().max(MIN_ALLOC);
+        assert!(d.capacity() <= grown, "{} > {grown}", d.capacity());
     };
     for chunk in chunks {
         if frames.len() >= stop {
@@ -111,7 +121,8 @@ fn check_frame(framing: Framing, max_frame: usize, wire: &[u8], payload: &[u8], 
 
 /// Fuzz target `codec`.
 ///
-/// Input: framing byte, max-frame size byte, frame budget byte (0 means
+/// Input: framing byte, max-frame size byte (0xfe: 4 GiB - 1, 0xff:
+/// unlimited, else as [`Input::size`]), frame budget byte (0 means
 /// unlimited, else stop delivery after that many frames), a count of cut
 /// sizes and the cut sizes (bytes, cycled; 0 feeds an empty chunk), then
 /// the stream.
@@ -124,12 +135,19 @@ fn check_frame(framing: Framing, max_frame: usize, wire: &[u8], payload: &[u8], 
 /// prefix of the stream (all of it when nothing failed, less a dropped
 /// partial length frame); each frame re-encodes to its wire form; the
 /// decoder's buffered bytes and heap capacity never exceed
-/// [`Decoder::limit`] (a constant of 0 bytes), and it holds nothing after
-/// EOF or an error.
+/// [`Decoder::limit`] (a constant of 0 bytes) nor twice the bytes it
+/// holds (two 4 KiB granules for small partials), so a header announcing
+/// 4 GiB reserves nothing; it holds nothing between frames, after EOF or
+/// after an error.
 pub fn codec(data: &[u8]) {
     let mut input = Input::new(data);
     let framing = framing(input.byte());
-    let max_frame = input.size();
+    let max_frame = match input.byte() {
+        // No practical limit: a header may announce up to 4 GiB.
+        0xfe => u32::MAX as usize,
+        0xff => usize::MAX,
+        b => Input::new(&[b]).size(),
+    };
     let stop = match input.byte() {
         // A raw frame is whatever one call brought: stopping after some
         // number of them means different bytes for different cuts.
