@@ -40,7 +40,10 @@
 //! ```
 //!
 //! `UDSR_BENCH_ONLY` keeps the workloads whose name contains it;
-//! `UDSR_BENCH_SERVERS` (comma-separated) the servers named.
+//! `UDSR_BENCH_SERVERS` (comma-separated) the servers named (tokio-ct and
+//! raw-epoll always run: the ratios need them). `UDSR_BENCH_BASELINE=PATH`
+//! adds another uds-reactor binary as `uds-reactor-base`, to measure a
+//! change against the build before it in the same run.
 
 mod peers;
 #[path = "echo/procs.rs"]
@@ -156,13 +159,17 @@ fn main() {
         procs::pin(0, cpu);
     }
     let dir = TempDir::new("echo");
+    let baseline =
+        std::env::var_os("UDSR_BENCH_BASELINE").map(|_| ("uds-reactor-base", Kind::Baseline));
     let chosen: Vec<(&'static str, Kind)> = SERVERS
         .iter()
         .copied()
+        .chain(baseline)
         .filter(|(name, _)| {
             let keep = |list: &Vec<String>| list.iter().any(|n| n == name);
             // The baselines always run: the ratios need them.
-            matches!(*name, "tokio-ct" | "raw-epoll") || settings.servers.as_ref().is_none_or(keep)
+            matches!(*name, "tokio-ct" | "raw-epoll" | "uds-reactor-base")
+                || settings.servers.as_ref().is_none_or(keep)
         })
         .collect();
     let names: Vec<&'static str> = chosen.iter().map(|(n, _)| *n).collect();
@@ -196,6 +203,8 @@ fn main() {
         let _ = measure(s, w, 0.2);
     }
 
+    // Other work on the machine skews everything: say how much there was.
+    let load_start = loadavg();
     let started = Instant::now();
     // samples[workload][server][rep]
     let mut samples = vec![vec![Vec::new(); servers.len()]; workloads.len()];
@@ -248,6 +257,7 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!("CPU = the server process's utime + stime; ratios taken per repetition.");
+    println!("load average at start: {load_start}; at end: {}", loadavg());
     println!();
     print!("{out}");
     for s in servers {
@@ -312,4 +322,12 @@ fn measure_rss(server: &Server, n: usize) -> Option<Sample> {
         p99_us: f64::NAN,
         cpu: f64::NAN,
     })
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
 }

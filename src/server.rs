@@ -40,7 +40,7 @@ use socket2::Socket;
 
 use crate::buffer::Spares;
 use crate::config::{Address, Config, SocketType};
-use crate::conn::{CloseReason, Conn, Limits, Wants};
+use crate::conn::{CloseReason, Conn, Limits, Wants, READ_ROOM};
 use crate::error::Error;
 use crate::handler::{ConnId, Echo, Handler};
 use crate::stats::{SharedStats, Stats};
@@ -57,8 +57,13 @@ const FIRST_CONN: usize = 3;
 const READS_PER_TURN: usize = 4;
 /// Accepts per turn before connections get theirs.
 const ACCEPTS_PER_TURN: usize = 128;
-/// Size of the shared read buffer for streams.
-const SCRATCH: usize = 64 << 10;
+/// Size of the shared read buffer for streams: more than a peer can have
+/// queued at default socket buffer sizes, so one read usually drains the
+/// socket, and the short read proves it (no read ending in `WouldBlock`).
+/// A read takes at most the room left under `--max-buffer` (and at least
+/// [`READ_ROOM`]), so a connection's output stays within
+/// [`Limits::out_limit`].
+const SCRATCH: usize = 256 << 10;
 /// How long accepting pauses after running out of descriptors, unless a
 /// connection closes first (nginx waits 500 ms too).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
@@ -453,8 +458,11 @@ impl<H: Handler> Server<H> {
             if !entry.readable || !entry.conn.wants_read(&self.limits) {
                 break;
             }
+            // Replies to one read may overshoot max_buffer by READ_ROOM at most.
+            let room = self.limits.max_buffer.saturating_sub(entry.conn.pending());
+            let len = self.scratch.len().min(room.max(READ_ROOM));
             let read = if stream {
-                (&entry.sock).read(&mut self.scratch).map(|n| (n, false))
+                (&entry.sock).read(&mut self.scratch[..len]).map(|n| (n, false))
             } else {
                 sys::recv_msg(&entry.sock, &mut self.scratch[..max_msg])
             };
@@ -471,7 +479,7 @@ impl<H: Handler> Server<H> {
                         entry.conn.handle_oversized(n as u64, &self.limits);
                         break;
                     }
-                    if stream && n < self.scratch.len() && !entry.read_closed {
+                    if stream && n < len && !entry.read_closed {
                         entry.readable = false; // a short read drained the socket
                     }
                     entry.conn.handle_read(

@@ -17,6 +17,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Kind {
     /// The release uds-reactor binary.
     Reactor,
+    /// Another uds-reactor binary (`UDSR_BENCH_BASELINE`), to compare a
+    /// change with the build before it in the same run.
+    Baseline,
     /// A peer in benches/peers, by its name.
     Peer(&'static str),
 }
@@ -35,6 +38,12 @@ impl Server {
         let mut cmd = match kind {
             Kind::Reactor => {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_uds-reactor"));
+                c.arg(&path).args(["--log-level", "warn"]);
+                c
+            }
+            Kind::Baseline => {
+                let bin = std::env::var_os("UDSR_BENCH_BASELINE").expect("UDSR_BENCH_BASELINE");
+                let mut c = Command::new(bin);
                 c.arg(&path).args(["--log-level", "warn"]);
                 c
             }
