@@ -386,12 +386,17 @@ impl<H: Handler> Server<H> {
         if self.accept_ready && self.accept_paused.is_none() {
             self.accept_batch(now);
         }
-        for key in std::mem::take(&mut self.ready) {
+        // By index, not `mem::take`: the list keeps its allocation. Keys
+        // queued again meanwhile land past `queued` and wait for next turn.
+        let queued = self.ready.len();
+        for i in 0..queued {
+            let key = self.ready[i];
             if let Some(entry) = self.conns.get_mut(key) {
                 entry.queued = false;
                 self.work(key, now);
             }
         }
+        self.ready.drain(..queued);
         while let Some((deadline, key)) = self.timers.pop_due(now) {
             let Some(entry) = self.conns.get_mut(key) else {
                 continue;
@@ -676,10 +681,15 @@ impl<H: Handler> Server<H> {
     /// Closes the connections that finished during this turn.
     fn reap_finished(&mut self) {
         let freed = !self.reap.is_empty();
-        for key in std::mem::take(&mut self.reap) {
+        let mut reap = std::mem::take(&mut self.reap);
+        for key in reap.drain(..) {
             if let Some(entry) = self.conns.try_remove(key) {
                 self.close_entry(key, entry);
             }
+        }
+        // Keep the allocation: no malloc per turn that closes something.
+        if self.reap.is_empty() {
+            self.reap = reap;
         }
         // Descriptors came free: waiting connections can be accepted now,
         // not only when the next one arrives.
@@ -690,11 +700,8 @@ impl<H: Handler> Server<H> {
 
     fn close_entry(&mut self, key: usize, entry: Entry<H::State>) {
         let id = ConnId(key);
-        let peer = entry.conn.peer();
-        let who = match peer {
-            Some(p) => format!("pid={} uid={} gid={}", p.pid, p.uid, p.gid),
-            None => "pid=? uid=? gid=?".into(),
-        };
+        // Formatted only if a line is logged: no allocation per close.
+        let who = Who(entry.conn.peer());
         match entry.conn.close_reason() {
             Some(CloseReason::Frame(e)) => warn!("closing {id} ({who}): {e}"),
             Some(CloseReason::PartialAtEof(n)) => {
@@ -856,6 +863,18 @@ fn to_interest(w: Wants) -> Option<Interest> {
         (true, false) => Some(Interest::READABLE),
         (false, true) => Some(Interest::WRITABLE),
         (false, false) => None,
+    }
+}
+
+/// A peer as logged: `pid=1 uid=2 gid=3`, `?` for what is unknown.
+struct Who(Option<sys::PeerCred>);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "pid={} uid={} gid={}", p.pid, p.uid, p.gid),
+            None => f.write_str("pid=? uid=? gid=?"),
+        }
     }
 }
 
