@@ -17,10 +17,28 @@ use simplelog::{ConfigBuilder, WriteLogger};
 use uds_reactor::config::{parse_mode, parse_size};
 use uds_reactor::{Address, Config, Framing, Group, Server, SocketType};
 
+const AFTER_HELP: &str = "\
+Sizes take plain bytes or a K, M or G suffix (powers of 1024).
+
+Signals: SIGINT/SIGTERM/SIGHUP stop accepting, remove the socket file and
+flush pending output for up to --drain-timeout (a second signal exits at
+once); SIGUSR1 logs one 'stats key=value ...' line.
+
+Environment: LISTEN_PID/LISTEN_FDS (systemd socket activation: serve the
+inherited descriptor 3; PATH may be omitted), NOTIFY_SOCKET (READY=1 once
+listening, STOPPING=1 at shutdown), JOURNAL_STREAM (log without timestamps).
+
+Exit status: 0 after a signal, 1 on a runtime error, 2 on a usage error.";
+
 /// A single-threaded Unix-domain-socket echo server (stream, seqpacket,
 /// dgram; raw, line or length framing).
 #[derive(Parser, Debug)]
-#[command(name = "uds-reactor", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "uds-reactor",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = AFTER_HELP
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -87,19 +105,19 @@ struct ServeArgs {
     max_connections: Option<usize>,
 
     /// Close connections with no traffic for this long; 0 = never.
-    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "0", value_parser = parse_secs, allow_hyphen_values = true)]
     idle_timeout: Duration,
 
     /// On shutdown, how long pending output may still be flushed.
-    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "5", value_parser = parse_secs, allow_hyphen_values = true)]
     drain_timeout: Duration,
 
     /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024)]
+    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true)]
     backlog: i32,
 
     /// Log level: off, error, warn, info, debug, trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     log_level: LevelFilter,
 
     /// More logging (repeatable).
@@ -153,6 +171,9 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
     let given = |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine));
     let socket_type: SocketType = args.socket_type.parse()?;
     let framing: Framing = args.framing.parse()?;
+    if args.path.as_ref().is_some_and(|p| p.is_empty()) {
+        return Err("the socket PATH is empty".into());
+    }
     let address = args.path.as_deref().map(Address::parse);
     if socket_type == SocketType::Dgram {
         for flag in ["backlog", "max_connections", "idle_timeout"] {
@@ -186,10 +207,23 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
         systemd: true,
     };
     config.validate().map_err(|e| e.to_string())?;
-    if config.address.is_none() && std::env::var_os("LISTEN_FDS").is_none() {
+    if config.address.is_none() && !activated() {
         return Err("a PATH is required (unless started by systemd socket activation)".into());
     }
     Ok(config)
+}
+
+/// Whether systemd passed us sockets: `LISTEN_FDS` set and `LISTEN_PID`
+/// naming this process (otherwise the variables are someone else's).
+fn activated() -> bool {
+    let ours = std::env::var("LISTEN_PID").is_ok_and(|pid| pid == std::process::id().to_string());
+    ours && std::env::var_os("LISTEN_FDS").is_some()
+}
+
+/// Parses `--log-level`, listing the choices when the value is not one.
+fn parse_level(s: &str) -> Result<LevelFilter, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not a log level (off, error, warn, info, debug, trace)"))
 }
 
 /// `--log-level` stepped up by `-v` and down by `-q`.
@@ -207,14 +241,22 @@ fn level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
     LEVELS[at as usize]
 }
 
-/// Logs to stderr, one line each, without module paths.
+/// Logs to stderr, one line each, without module paths, and only our own
+/// crate's lines (mio's trace lines are noise to an operator). Under
+/// journald (`JOURNAL_STREAM` set) the journal stamps each line itself, so
+/// ours carry no time.
 pub fn init_logging(level: LevelFilter) {
-    let config = ConfigBuilder::new()
+    let mut builder = ConfigBuilder::new();
+    builder
         .set_target_level(LevelFilter::Off)
         .set_thread_level(LevelFilter::Off)
         .set_location_level(LevelFilter::Off)
-        .set_time_format_rfc3339()
-        .build();
+        .add_filter_allow_str("uds_reactor")
+        .set_time_format_rfc3339();
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.set_time_level(LevelFilter::Off);
+    }
+    let config = builder.build();
     // Only fails if a logger is already set, which cannot happen here.
     let _ = WriteLogger::init(level, config, std::io::stderr());
 }

@@ -143,6 +143,8 @@ impl FromStr for Group {
             return Err("empty group".into());
         }
         Ok(match s.parse::<u32>() {
+            // chown(2) reads (gid_t)-1 as "leave the group as it is".
+            Ok(u32::MAX) => return Err(format!("{s} is not a group id (chown reads it as 'no change')")),
             Ok(gid) => Group::Id(gid),
             Err(_) => Group::Name(s.to_owned()),
         })
@@ -239,7 +241,7 @@ impl Config {
             return bad("--max-frame must be at least 1".into());
         }
         if self.max_frame > u32::MAX as usize {
-            return bad("--max-frame must fit in 32 bits".into());
+            return bad(format!("--max-frame must be at most {} (4G - 1)", u32::MAX));
         }
         if self.max_buffer == 0 {
             return bad("--max-buffer must be at least 1".into());

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 use socket2::Socket;
@@ -292,15 +292,21 @@ impl<H: Handler> Server<H> {
         self.config.address.as_ref()
     }
 
-    /// Shuts down on SIGINT/SIGTERM and logs the counters on SIGUSR1, as
-    /// the binary does. Without it, only [`Handle::stop`] stops the server.
+    /// Shuts down on SIGINT/SIGTERM/SIGHUP (a second one ends the drain at
+    /// once) and logs the counters on SIGUSR1, as the binary does. Without it, only [`Handle::stop`] stops the server.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if the handlers cannot be installed.
     pub fn handle_signals(&mut self) -> Result<(), Error> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
-            .map_err(|e| Error::io("install", "signal handlers", e))?;
+        // SIGHUP (the terminal went away) stops us like SIGTERM, leaving no
+        // stale file behind, unless it was ignored when we started (nohup).
+        let mut stopping = vec![SIGINT, SIGTERM, SIGUSR1];
+        if !sys::signal_ignored(SIGHUP) {
+            stopping.push(SIGHUP);
+        }
+        let mut signals =
+            Signals::new(stopping).map_err(|e| Error::io("install", "signal handlers", e))?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
@@ -713,7 +719,7 @@ impl<H: Handler> Server<H> {
                 debug!("closing {id} ({who}): idle");
             }
             Some(CloseReason::DrainTimeout) => {
-                info!("closing {id} ({who}): output not flushed within the drain timeout")
+                warn!("closing {id} ({who}): output not flushed within the drain timeout")
             }
             Some(CloseReason::Handler) => debug!("closing {id} ({who}): handler asked"),
             Some(CloseReason::Io) | None => debug!("closed {id}"),
@@ -736,17 +742,29 @@ impl<H: Handler> Server<H> {
                 _ => stop = true,
             }
         }
-        if stop && self.draining.is_none() {
+        if !stop {
+            return;
+        }
+        if self.draining.is_none() {
             self.begin_shutdown(now);
+        } else {
+            // A second signal: the operator does not want to wait.
+            let n = self.conns.len();
+            warn!(
+                "second signal: exiting now without flushing {n} connection{}",
+                if n == 1 { "" } else { "s" }
+            );
+            self.draining = Some(now);
         }
     }
 
     /// Stop accepting and reading, remove the socket file, and give every
     /// connection until the drain deadline to flush.
     fn begin_shutdown(&mut self, now: Instant) {
+        let n = self.conns.len();
         info!(
-            "shutting down: flushing {} connections for up to {:?}",
-            self.conns.len(),
+            "shutting down: flushing {n} connection{} for up to {:?}",
+            if n == 1 { "" } else { "s" },
             self.config.drain_timeout
         );
         self.draining = Some(now + self.config.drain_timeout);
@@ -810,7 +828,7 @@ impl<H: Handler> Server<H> {
         if matches!(self.config.address, Some(Address::Abstract(_)))
             && !self.config.checks_credentials()
         {
-            warn!("{addr} is an abstract address: file permissions do not apply, any process in this network namespace can connect (use --allow-uid/--allow-gid)");
+            warn!("{addr} is an abstract address: file permissions do not apply, any process in this network namespace can connect or send to it (use --allow-uid/--allow-gid)");
         }
         if self.config.systemd {
             if let Err(e) = sys::notify("READY=1") {

@@ -122,6 +122,16 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(limit.rlim_cur)
 }
 
+/// Whether `signal` is ignored (`SIG_IGN`) in this process, as `nohup`
+/// leaves SIGHUP: such a signal is meant not to stop us.
+pub fn signal_ignored(signal: i32) -> bool {
+    // SAFETY: all-zero is a valid sigaction (SIG_DFL, empty mask).
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only queries; `old` is valid and writable.
+    let queried = unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
+    queried == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
 /// The credentials of the peer of a connected Unix socket (`SO_PEERCRED`).
 ///
 /// # Errors

@@ -108,16 +108,11 @@ fn sigterm_and_sigint_exit_0_and_remove_the_file() {
 
 /// A peer that is owed output when the signal arrives gets all of it, then
 /// EOF; the server exits as soon as that is done, not at the drain timeout.
-#[test]
-fn pending_output_is_flushed_before_exit() {
-    let dir = TempDir::new("sig-flush");
-    let path = dir.path("s.sock");
-    let mut server = Proc::serve(&[path.to_str().unwrap(), "--drain-timeout", "60"]);
-    let mut owed = connect(&path);
-    // Write without reading until the server stops taking bytes: its output
-    // buffer is full and the socket buffers too. A stall alone could be
-    // the server descheduled on a busy machine, so its counters confirm
-    // it has taken more than its --max-buffer (256 KiB) before we stop.
+/// Writes to `owed` without reading until the server stops taking bytes:
+/// its output buffer is full and the socket buffers too. A stall alone
+/// could be the server descheduled on a busy machine, so its counters
+/// confirm it has taken more than its --max-buffer (256 KiB).
+fn fill_until_owed(server: &mut Proc, owed: &mut UnixStream) {
     owed.set_nonblocking(true).unwrap();
     let data = pattern(1, 8 << 20);
     let mut sent = 0;
@@ -144,6 +139,16 @@ fn pending_output_is_flushed_before_exit() {
             Err(e) => panic!("write: {e}"),
         }
     }
+}
+
+#[test]
+fn pending_output_is_flushed_before_exit() {
+    let dir = TempDir::new("sig-flush");
+    let path = dir.path("s.sock");
+    let mut server = Proc::serve(&[path.to_str().unwrap(), "--drain-timeout", "60"]);
+    let mut owed = connect(&path);
+    fill_until_owed(&mut server, &mut owed);
+    let data = pattern(1, 8 << 20); // what fill_until_owed wrote a prefix of
     owed.set_nonblocking(false).unwrap();
 
     server.signal(SIGTERM);
@@ -300,7 +305,11 @@ fn usage_errors_exit_2_naming_the_option() {
         (&["--mode", "999", p], "--mode"),
         (&["--mode", "rwx", p], "--mode"),
         (&["--drain-timeout", "soon", p], "--drain-timeout"),
-        (&["--log-level", "loud", p], "--log-level"),
+        (&["--log-level", "loud", p], "off, error, warn, info, debug, trace"),
+        (&["--backlog", "-1", p], "--backlog must be at least 1"),
+        (&["--idle-timeout", "-1", p], "--idle-timeout"),
+        (&["--group", "4294967295", p], "--group"),
+        (&[""], "PATH is empty"),
         (&[], "PATH"),
     ];
     for (args, option) in cases {
@@ -334,4 +343,32 @@ fn runtime_errors_exit_1_with_one_line_naming_path_and_step() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
     assert!(server.stop().success());
+}
+
+#[test]
+fn a_second_signal_ends_the_drain_at_once() {
+    let dir = TempDir::new("signals-second");
+    let path = dir.path("s.sock");
+    let mut server = Proc::serve(&[path.to_str().unwrap(), "--drain-timeout", "60"]);
+    // A peer that writes without reading leaves output owed at shutdown.
+    let mut s = connect(&path);
+    fill_until_owed(&mut server, &mut s);
+    server.signal(libc::SIGTERM);
+    server.wait_for("shutting down: flushing 1 connection ");
+    server.signal(libc::SIGINT);
+    server.wait_for("second signal: exiting now without flushing 1 connection");
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn sighup_stops_like_sigterm_and_removes_the_file() {
+    let dir = TempDir::new("signals-hup");
+    let path = dir.path("s.sock");
+    let mut server = Proc::serve(&[path.to_str().unwrap()]);
+    server.signal(libc::SIGHUP);
+    let status = server.wait_exit();
+    assert!(status.success(), "{status:?}");
+    assert!(!path.exists());
 }

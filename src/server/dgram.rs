@@ -295,7 +295,7 @@ impl<S> Dgram<S> {
         let from = d.from.clone();
         if from.is_none() {
             if let Some(n) = self.unbound_log.hit(now) {
-                warn!("dropped a datagram from an unbound sender ({who}): no address to answer; the client must bind its socket ({n} in the last second)");
+                debug!("dropped a datagram from an unbound sender ({who}): no address to answer; the client must bind its socket ({n} in the last second)");
             }
         }
         from
