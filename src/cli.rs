@@ -113,7 +113,12 @@ struct ServeArgs {
     drain_timeout: Duration,
 
     /// Listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1024,
+        allow_negative_numbers = true
+    )]
     backlog: i32,
 
     /// Log level: off, error, warn, info, debug, trace.

@@ -144,7 +144,11 @@ impl FromStr for Group {
         }
         Ok(match s.parse::<u32>() {
             // chown(2) reads (gid_t)-1 as "leave the group as it is".
-            Ok(u32::MAX) => return Err(format!("{s} is not a group id (chown reads it as 'no change')")),
+            Ok(u32::MAX) => {
+                return Err(format!(
+                    "{s} is not a group id (chown reads it as 'no change')"
+                ))
+            }
             Ok(gid) => Group::Id(gid),
             Err(_) => Group::Name(s.to_owned()),
         })
