@@ -206,7 +206,7 @@ impl<H: Handler> Server<H> {
     /// listens there already; [`Error::NotSocket`], [`Error::NoParent`],
     /// [`Error::PathTooLong`] for unusable paths; [`Error::Io`] naming the
     /// failing step otherwise.
-    pub fn with_handler(config: Config, handler: H) -> Result<Server<H>, Error> {
+    pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
         let nofile = sys::raise_nofile_limit().unwrap_or(1024);
         let inherited = if config.systemd {
@@ -215,7 +215,11 @@ impl<H: Handler> Server<H> {
             None
         };
         let (listener, file) = match inherited {
-            Some(socket) => (socket, None),
+            Some(socket) => {
+                // Serve and report what systemd bound, whatever PATH says.
+                config.address = sys::local_address(&socket);
+                (socket, None)
+            }
             None if config.address.is_some() => {
                 let bound = sys::bind(&config)?;
                 (bound.socket, bound.file)
@@ -287,7 +291,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// The address served (`None` for an inherited socket without PATH).
+    /// The address served (for an inherited socket, the one it is bound
+    /// to; `None` if it has no name).
     pub fn address(&self) -> Option<&Address> {
         self.config.address.as_ref()
     }
@@ -473,7 +478,9 @@ impl<H: Handler> Server<H> {
             let room = self.limits.max_buffer.saturating_sub(entry.conn.pending());
             let len = self.scratch.len().min(room.max(READ_ROOM));
             let read = if stream {
-                (&entry.sock).read(&mut self.scratch[..len]).map(|n| (n, false))
+                (&entry.sock)
+                    .read(&mut self.scratch[..len])
+                    .map(|n| (n, false))
             } else {
                 sys::recv_msg(&entry.sock, &mut self.scratch[..max_msg])
             };
@@ -819,11 +826,20 @@ impl<H: Handler> Server<H> {
     fn announce(&self) {
         let addr = match &self.config.address {
             Some(a) => a.to_string(),
-            None => "inherited descriptor 3".into(),
+            None => "an unnamed socket".into(),
         };
+        // Only a path we bound ourselves has a file of ours.
+        let inherited =
+            self.file.is_none() && matches!(self.config.address, Some(Address::Path(_)));
         info!(
-            "listening on {addr} ({}, {})",
-            self.config.socket_type, self.config.framing
+            "listening on {addr} ({}, {}){}",
+            self.config.socket_type,
+            self.config.framing,
+            if inherited {
+                ", descriptor 3 from systemd"
+            } else {
+                ""
+            }
         );
         if matches!(self.config.address, Some(Address::Abstract(_)))
             && !self.config.checks_credentials()

@@ -44,7 +44,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::SocketType;
 
-pub use socket_file::{bind, remove_socket_file, resolve_group, unix_addr};
+pub use socket_file::{bind, local_address, remove_socket_file, resolve_group, unix_addr};
 pub use systemd::{inherited_listener, notify};
 
 /// Credentials of a peer process (`SO_PEERCRED` or `SCM_CREDENTIALS`).

@@ -99,7 +99,12 @@ fn serves_an_inherited_listener_and_leaves_it() {
     drop(socket); // the server holds the only copy now
     assert_eq!(recv_state(&notify), "READY=1");
     let line = server.wait_for("listening on");
-    assert!(line.contains("descriptor 3 (stream, line)"), "{line}");
+    // SPEC: "listening on <PATH>": the path systemd bound, read back.
+    let expected = format!(
+        "listening on {} (stream, line), descriptor 3 from systemd",
+        path.display()
+    );
+    assert!(line.contains(&expected), "{line}");
 
     echo(&path, b"through systemd's socket\n");
     echo(&path, b"and again\n");

@@ -277,6 +277,16 @@ pub fn unix_addr(addr: &Address) -> Result<SockAddr, Error> {
     sockaddr(addr).map_err(|_| Error::PathTooLong(addr.to_string()))
 }
 
+/// The address a socket is bound to, if it is a named Unix address.
+pub fn local_address(sock: &Socket) -> Option<Address> {
+    let addr = sock.local_addr().ok()?;
+    if let Some(path) = addr.as_pathname() {
+        return Some(Address::Path(path.to_path_buf()));
+    }
+    addr.as_abstract_namespace()
+        .map(|name| Address::Abstract(name.to_vec()))
+}
+
 pub(super) fn sockaddr(addr: &Address) -> io::Result<SockAddr> {
     match addr {
         Address::Path(path) => SockAddr::unix(path),
