@@ -25,7 +25,7 @@
 //! | stream 1 | 1 connection, 64 KiB messages, 4 in flight |
 //! | stream 100 | 100 connections, 16 KiB messages, 4 in flight each |
 //! | churn | 8 connections at once, each: connect, one 64-byte echo, close |
-//! | idle 10k | RSS growth with 10,000 idle connections (each echoed 1 byte) |
+//! | idle 10k | RSS growth with 10,000 idle connections (each echoed 1 byte), on a fresh server process |
 //!
 //! Reported per workload and server: throughput, latency p50/p99 (from
 //! the load generator), the server's own CPU time (utime + stime) per
@@ -213,7 +213,20 @@ fn main() {
             for k in 0..servers.len() {
                 let si = (k + rep) % servers.len();
                 let s = &mut servers[si];
-                let sample = if s.alive() {
+                let sample = if w.unit == Unit::Rss {
+                    // A fresh process: one that served before keeps its
+                    // grown tables and freed memory, and would show no growth.
+                    let (name, kind) = chosen[si];
+                    let fresh = Server::start(
+                        name,
+                        kind,
+                        dir.join(&format!("{name}-idle.sock")),
+                        server_cpu,
+                    );
+                    let sample = measure_rss(&fresh, w.connections);
+                    fresh.stop();
+                    sample
+                } else if s.alive() {
                     measure(s, w, settings.secs)
                 } else {
                     None
@@ -292,7 +305,7 @@ fn measure(server: &Server, w: &Workload, secs: f64) -> Option<Sample> {
             report.conns_per_sec(),
             cpu * 1e6 / report.connections as f64,
         ),
-        Unit::Rss => unreachable!(),
+        Unit::Rss => unreachable!("measured by measure_rss"),
     };
     Some(Sample {
         rate,
@@ -302,7 +315,8 @@ fn measure(server: &Server, w: &Workload, secs: f64) -> Option<Sample> {
     })
 }
 
-/// Server RSS growth per connection with `n` idle connections.
+/// Server RSS growth per connection with `n` idle connections, on a
+/// server that has served nothing else.
 fn measure_rss(server: &Server, n: usize) -> Option<Sample> {
     // Touch the echo path first, so the baseline is not missing its pages.
     let _ = procs::open_idle(&server.path, 1);
