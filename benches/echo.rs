@@ -143,9 +143,11 @@ impl Settings {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--peer") {
-        peers::serve(&args[2], Path::new(&args[3]));
-        return;
+    if let [_, flag, name, path] = &args[..] {
+        if flag == "--peer" {
+            peers::serve(name, Path::new(path));
+            return;
+        }
     }
     // `cargo bench` passes `--bench`; other arguments are ignored.
     let settings = Settings::from_env();
@@ -159,38 +161,22 @@ fn main() {
         procs::pin(0, cpu);
     }
     let dir = TempDir::new("echo");
-    let baseline =
-        std::env::var_os("UDSR_BENCH_BASELINE").map(|_| ("uds-reactor-base", Kind::Baseline));
-    let chosen: Vec<(&'static str, Kind)> = SERVERS
-        .iter()
-        .copied()
-        .chain(baseline)
-        .filter(|(name, _)| {
-            let keep = |list: &Vec<String>| list.iter().any(|n| n == name);
-            // The baselines always run: the ratios need them.
-            matches!(*name, "tokio-ct" | "raw-epoll" | "uds-reactor-base")
-                || settings.servers.as_ref().is_none_or(keep)
-        })
-        .collect();
-    let names: Vec<&'static str> = chosen.iter().map(|(n, _)| *n).collect();
+    let chosen = chosen_servers(&settings);
     let workloads: Vec<&Workload> = WORKLOADS
         .iter()
         .filter(|w| {
-            settings
-                .only
-                .as_ref()
-                .is_none_or(|o| w.name.contains(o.as_str()))
+            let only = settings.only.as_deref();
+            only.is_none_or(|o| w.name.contains(o))
         })
         .collect();
     eprintln!(
-        "echo bench: {} repetitions of {} s; servers {} on CPU {:?}, load generator on CPU {:?}",
+        "echo bench: {} repetitions of {} s; {} (and peers) on CPU {:?}, load generator on CPU {:?}",
         settings.reps,
         settings.secs,
-        names.join(", "),
+        env!("CARGO_BIN_EXE_uds-reactor"),
         server_cpu,
         load_cpu
     );
-
     let mut servers: Vec<Server> = chosen
         .iter()
         .map(|&(name, kind)| {
@@ -199,8 +185,7 @@ fn main() {
         .collect();
     for s in &servers {
         // Fault in code and buffers before anything is measured.
-        let w = &WORKLOADS[3];
-        let _ = measure(s, w, 0.2);
+        let _ = measure(s, &WORKLOADS[3], 0.2);
     }
 
     // Other work on the machine skews everything: say how much there was.
@@ -210,58 +195,30 @@ fn main() {
     let mut samples = vec![vec![Vec::new(); servers.len()]; workloads.len()];
     for rep in 0..settings.reps {
         for (wi, w) in workloads.iter().enumerate() {
+            // Interleaved: every server in turn, the order rotating.
             for k in 0..servers.len() {
                 let si = (k + rep) % servers.len();
-                let s = &mut servers[si];
                 let sample = if w.unit == Unit::Rss {
                     // A fresh process: one that served before keeps its
                     // grown tables and freed memory, and would show no growth.
                     let (name, kind) = chosen[si];
-                    let fresh = Server::start(
-                        name,
-                        kind,
-                        dir.join(&format!("{name}-idle.sock")),
-                        server_cpu,
-                    );
+                    let path = dir.join(&format!("{name}-idle.sock"));
+                    let fresh = Server::start(name, kind, path, server_cpu);
                     let sample = measure_rss(&fresh, w.connections);
                     fresh.stop();
                     sample
-                } else if s.alive() {
-                    measure(s, w, settings.secs)
+                } else if servers[si].alive() {
+                    measure(&servers[si], w, settings.secs)
                 } else {
                     None
                 };
-                match &sample {
-                    Some(x) => eprintln!(
-                        "[{:>5.1}s] rep {} {:<13} {:<12} rate {:>10} p50 {:>7.1} µs p99 {:>7.1} µs cpu {}",
-                        started.elapsed().as_secs_f64(),
-                        rep + 1,
-                        w.name,
-                        s.name,
-                        table::num(x.rate),
-                        x.p50_us,
-                        x.p99_us,
-                        table::num(x.cpu),
-                    ),
-                    None => eprintln!("rep {} {} {}: failed", rep + 1, w.name, s.name),
-                }
+                progress(started, rep, w, chosen[si].0, sample.as_ref());
                 samples[wi][si].push(sample);
             }
         }
     }
 
-    let tokio = names.iter().position(|&n| n == "tokio-ct").unwrap_or(0);
-    let epoll = names.iter().position(|&n| n == "raw-epoll").unwrap_or(0);
-    let mut out = String::from(table::HEADER);
-    for (wi, w) in workloads.iter().enumerate() {
-        Results {
-            workload: w.name,
-            unit: w.unit,
-            servers: &names,
-            samples: &samples[wi],
-        }
-        .rows(&mut out, tokio, epoll);
-    }
+    let names: Vec<&'static str> = chosen.iter().map(|(n, _)| *n).collect();
     println!();
     println!(
         "{} repetitions of {} s each, in {:.0} s; medians, (min–max) over repetitions.",
@@ -272,10 +229,67 @@ fn main() {
     println!("CPU = the server process's utime + stime; ratios taken per repetition.");
     println!("load average at start: {load_start}; at end: {}", loadavg());
     println!();
-    print!("{out}");
+    print!("{}", table_of(&workloads, &names, &samples));
     for s in servers {
         s.stop();
     }
+}
+
+/// The servers to run: all, or those in `UDSR_BENCH_SERVERS` plus the
+/// baselines, plus `UDSR_BENCH_BASELINE`'s binary if set.
+fn chosen_servers(settings: &Settings) -> Vec<(&'static str, Kind)> {
+    let baseline =
+        std::env::var_os("UDSR_BENCH_BASELINE").map(|_| ("uds-reactor-base", Kind::Baseline));
+    SERVERS
+        .iter()
+        .copied()
+        .chain(baseline)
+        .filter(|(name, _)| {
+            let keep = |list: &Vec<String>| list.iter().any(|n| n == name);
+            // The baselines always run: the ratios need them.
+            matches!(*name, "tokio-ct" | "raw-epoll" | "uds-reactor-base")
+                || settings.servers.as_ref().is_none_or(keep)
+        })
+        .collect()
+}
+
+/// One line on stderr per run.
+fn progress(started: Instant, rep: usize, w: &Workload, server: &str, sample: Option<&Sample>) {
+    let t = started.elapsed().as_secs_f64();
+    match sample {
+        Some(x) => eprintln!(
+            "[{t:>5.1}s] rep {} {:<13} {:<16} rate {:>10} p50 {:>7.1} µs p99 {:>7.1} µs cpu {}",
+            rep + 1,
+            w.name,
+            server,
+            table::num(x.rate),
+            x.p50_us,
+            x.p99_us,
+            table::num(x.cpu),
+        ),
+        None => eprintln!("[{t:>5.1}s] rep {} {} {server}: failed", rep + 1, w.name),
+    }
+}
+
+/// The markdown table: `samples[workload][server][rep]`.
+fn table_of(
+    workloads: &[&Workload],
+    names: &[&'static str],
+    samples: &[Vec<Vec<Option<Sample>>>],
+) -> String {
+    let tokio = names.iter().position(|&n| n == "tokio-ct").unwrap_or(0);
+    let epoll = names.iter().position(|&n| n == "raw-epoll").unwrap_or(0);
+    let mut out = String::from(table::HEADER);
+    for (w, samples) in workloads.iter().zip(samples) {
+        Results {
+            workload: w.name,
+            unit: w.unit,
+            servers: names,
+            samples,
+        }
+        .rows(&mut out, tokio, epoll);
+    }
+    out
 }
 
 /// Runs `w` against `server` for `secs`; None if the run failed.
