@@ -12,6 +12,8 @@ use crate::buffer::{Buffer, MIN_ALLOC, OVERSHOOT, SPARE_MAX};
 /// has a fixed growth limit (as each decoder or output buffer has). Input:
 /// two limit bytes, then operations: a byte (low bit: which buffer; the
 /// rest: push / consume / release / big push / shrink) and its arguments.
+/// Pushed bytes are fresh windows of a pseudo-random pattern, and a
+/// buffer is filled to at most [`HELD_MAX`].
 ///
 /// Checks after every operation, against a `VecDeque<u8>` per buffer: the
 /// same bytes; an empty buffer holds no memory (capacity 0: the spare is
@@ -30,7 +32,8 @@ pub fn buffer(data: &[u8]) {
     // Per buffer: the most capacity it may hold until it next empties.
     let mut allowed = [0usize; 2];
     let mut spare: Vec<u8> = Vec::new();
-    let mut counter = 0u8;
+    let pattern = pattern();
+    let mut counter = 0usize;
     let mut ops = 0;
     while !input.is_empty() && ops < 10_000 {
         ops += 1;
@@ -41,25 +44,25 @@ pub fn buffer(data: &[u8]) {
         let cap_before = b.capacity();
         match (op >> 1) % 5 {
             kind @ (0 | 3) => {
+                let held = model.len();
                 let n = match kind {
                     0 => input.size(),
                     _ => usize::from(input.byte()) << 12,
                 };
-                let data: Vec<u8> = (0..n)
-                    .map(|_| {
-                        counter = counter.wrapping_add(1);
-                        counter
-                    })
-                    .collect();
-                let held = model.len();
+                let n = n.min(HELD_MAX.saturating_sub(held));
+                // A window of the pattern that starts somewhere new, so a
+                // lost, doubled or reordered byte shows.
+                let start = counter % PATTERN_SLACK;
+                counter = counter.wrapping_add(n | 1);
+                let data = &pattern[start..start + n];
                 let needed = held + n;
                 let takes = cap_before == 0
                     && n > 0
                     && spare_before > 0
                     && spare_before <= limit
                     && spare_before / 2 <= needed.max(MIN_ALLOC);
-                b.push(&data, limit, &mut spare);
-                model.extend(&data);
+                b.push(data, limit, &mut spare);
+                model.extend(data);
                 if takes {
                     assert_eq!(spare.capacity(), 0, "the spare was taken");
                     allowed[i] = allowed[i].max(spare_before);
@@ -115,6 +118,31 @@ pub fn buffer(data: &[u8]) {
         assert!(spare.is_empty());
         assert!(spare.capacity() <= SPARE_MAX);
     }
+}
+
+/// The most bytes a buffer is made to hold: past [`SPARE_MAX`] and
+/// large limits, yet small enough that checking every byte after every
+/// operation stays fast.
+const HELD_MAX: usize = 3 << 20;
+
+/// How far into the pattern a push may start.
+const PATTERN_SLACK: usize = 4093;
+
+/// Pseudo-random bytes (xorshift), without a short period, as long as the
+/// largest push plus [`PATTERN_SLACK`]; built once per process.
+fn pattern() -> &'static [u8] {
+    static PATTERN: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN.get_or_init(|| {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..(255 << 12) + PATTERN_SLACK)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect()
+    })
 }
 
 /// A buffer's growth limit from a byte: small ones, the allocation
