@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Proc, TempDir, PATIENCE};
+use common::{pattern, stat, Proc, TempDir, PATIENCE};
 use sha2::{Digest, Sha256};
 
 /// How long a write may make no progress before we call the peer stalled.
@@ -114,15 +114,8 @@ fn echo_once(path: &Path, len: usize, seed: u64) {
 
 /// The values of `keys` from one counters line (asked by SIGUSR1).
 fn counters<const N: usize>(p: &mut Proc, keys: [&str; N]) -> [u64; N] {
-    p.signal(10);
-    let line = p.wait_for("stats open=");
-    keys.map(|key| {
-        let prefix = format!("{key}=");
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(prefix.as_str()))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-    })
+    let line = p.stats();
+    keys.map(|key| stat(&line, key))
 }
 
 #[test]

@@ -61,24 +61,13 @@ fn serve(tag: &str, flags: &[&str], ty: &str) -> (TempDir, Proc, std::path::Path
     (dir, server, path)
 }
 
-/// The value of `key` from one SIGUSR1 stats line.
-fn counter(p: &mut Proc, key: &str) -> u64 {
-    p.signal(10);
-    let line = p.wait_for("stats open=");
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
 #[test]
 fn allowed_uid_is_served() {
     let (uid, _) = our_ids();
     let uid = uid.to_string();
     let (_dir, mut server, path) = serve("cred-uid-ok", &["--allow-uid", &uid], "stream");
     served(&mut connect(&path));
-    assert_eq!(counter(&mut server, "rejected_cred"), 0);
+    assert_eq!(server.counter("rejected_cred"), 0);
     assert!(server.stop().success());
 }
 
@@ -91,8 +80,8 @@ fn other_uid_is_closed_logged_and_counted() {
     let who = format!("pid={} uid={uid} gid={gid}", std::process::id());
     assert!(line.contains(&who), "{line:?} lacks {who:?}");
     assert!(line.contains("WARN"), "{line:?}");
-    assert_eq!(counter(&mut server, "rejected_cred"), 1);
-    assert_eq!(counter(&mut server, "accepted"), 0);
+    assert_eq!(server.counter("rejected_cred"), 1);
+    assert_eq!(server.counter("accepted"), 0);
     assert!(server.stop().success());
 }
 
@@ -102,7 +91,7 @@ fn allowed_gid_is_served() {
     let gid = gid.to_string();
     let (_dir, mut server, path) = serve("cred-gid-ok", &["--allow-gid", &gid], "stream");
     served(&mut connect(&path));
-    assert_eq!(counter(&mut server, "rejected_cred"), 0);
+    assert_eq!(server.counter("rejected_cred"), 0);
     assert!(server.stop().success());
 }
 
@@ -112,7 +101,7 @@ fn other_gid_is_closed_logged_and_counted() {
     refused(&mut connect(&path));
     refused(&mut connect(&path));
     server.wait_for("rejected peer pid=");
-    assert_eq!(counter(&mut server, "rejected_cred"), 2);
+    assert_eq!(server.counter("rejected_cred"), 2);
     assert!(server.stop().success());
 }
 
@@ -148,6 +137,6 @@ fn seqpacket_peers_are_checked_too() {
         other => panic!("expected to be closed unanswered, got {other:?}"),
     }
     server.wait_for("rejected peer pid=");
-    assert_eq!(counter(&mut server, "rejected_cred"), 1);
+    assert_eq!(server.counter("rejected_cred"), 1);
     assert!(server.stop().success());
 }

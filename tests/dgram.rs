@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Proc, TempDir, PATIENCE};
+use common::{stat, tagged, Proc, TempDir, PATIENCE};
 use uds_reactor::{Config, Context, Frame, Handler, Server, SocketType};
 
 /// Starts the binary on a fresh path with `--type dgram` and `args`.
@@ -49,30 +49,6 @@ fn recv(c: &UnixDatagram, server: &Path) -> Vec<u8> {
     buf
 }
 
-/// Datagram `i`: its index in the first bytes (when it has room), then a
-/// pattern.
-fn datagram(i: usize, len: usize) -> Vec<u8> {
-    let mut d = pattern(i as u64 + 1, len);
-    let tag = (i as u32).to_be_bytes();
-    let k = len.min(4);
-    d[..k].copy_from_slice(&tag[..k]);
-    d
-}
-
-/// The counters line from SIGUSR1.
-fn stats(p: &mut Proc) -> String {
-    p.signal(libc::SIGUSR1);
-    p.wait_for("stats open=")
-}
-
-/// `key=value` from a stats line.
-fn stat(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
 /// Our effective uid (the owner of /proc/self).
 fn my_uid() -> u32 {
     std::fs::metadata("/proc/self").unwrap().uid()
@@ -88,15 +64,15 @@ fn every_datagram_comes_back_to_its_sender_whole() {
     let sizes: Vec<usize> = (0..=MAX).collect();
     for window in sizes.chunks(8) {
         for &len in window {
-            c.send_to(&datagram(len, len), &server).expect("send");
+            c.send_to(&tagged(len, len), &server).expect("send");
         }
         for &len in window {
             let got = recv(&c, &server);
             assert_eq!(got.len(), len, "reply to the {len}-byte datagram");
-            assert!(got == datagram(len, len), "content of the {len}-byte reply");
+            assert!(got == tagged(len, len), "content of the {len}-byte reply");
         }
     }
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "frames_in"), sizes.len() as u64);
     assert_eq!(stat(&line, "frames_out"), sizes.len() as u64);
     assert_eq!(stat(&line, "dropped"), 0);
@@ -120,7 +96,7 @@ fn datagram_of_max_frame_comes_back_at_the_default_limit() {
         len > 300 << 10,
         "the client could not raise its send buffer"
     );
-    let d = datagram(3, len);
+    let d = tagged(3, len);
     c.send_to(&d, &server).expect("send");
     let got = recv(&c, &server);
     assert_eq!(got.len(), len);
@@ -135,7 +111,7 @@ fn unbound_sender_gets_nothing_and_is_counted() {
     let (dir, mut p, server) = serve(&["-v"]);
     let unbound = UnixDatagram::unbound().unwrap();
     for i in 0..3 {
-        unbound.send_to(&datagram(i, 10), &server).expect("send");
+        unbound.send_to(&tagged(i, 10), &server).expect("send");
     }
     p.wait_for("unbound sender");
     // A bound client is served as usual, after the three were handled.
@@ -146,7 +122,7 @@ fn unbound_sender_gets_nothing_and_is_counted() {
     let mut buf = [0; 64];
     let err = unbound.recv(&mut buf).expect_err("nothing for the unbound");
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "dropped"), 3);
     assert_eq!(stat(&line, "frames_in"), 1);
     assert!(p.stop().success());
@@ -156,15 +132,15 @@ fn unbound_sender_gets_nothing_and_is_counted() {
 fn over_long_datagram_is_dropped_never_truncated() {
     let (dir, mut p, server) = serve(&["--max-frame", "100"]);
     let c = bound(&dir.path("c.sock"));
-    c.send_to(&datagram(1, 101), &server).unwrap();
-    c.send_to(&datagram(2, 5000), &server).unwrap();
-    c.send_to(&datagram(3, 100), &server).unwrap();
+    c.send_to(&tagged(1, 101), &server).unwrap();
+    c.send_to(&tagged(2, 5000), &server).unwrap();
+    c.send_to(&tagged(3, 100), &server).unwrap();
     // The first reply is the 100-byte datagram: the longer ones were not
     // echoed, not even cut to 100 bytes.
-    assert_eq!(recv(&c, &server), datagram(3, 100));
+    assert_eq!(recv(&c, &server), tagged(3, 100));
     let warn = p.wait_for("longer than --max-frame 100");
     assert!(warn.contains("WARN") && warn.contains("uid="), "{warn}");
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "dropped"), 2);
     assert_eq!(stat(&line, "frames_in"), 1);
     assert!(p.stop().success());
@@ -227,7 +203,7 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
     let to = server.clone();
     let sender = thread::spawn(move || {
         for i in 0..N {
-            tx.send_to(&datagram(i, LEN), &to).expect("blocking send");
+            tx.send_to(&tagged(i, LEN), &to).expect("blocking send");
             sent_w.fetch_add(1, Ordering::SeqCst);
         }
     });
@@ -236,7 +212,7 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
         stalled_at < N / 10,
         "the sender was never held back ({stalled_at} of {N} sent): the server kept reading"
     );
-    let line = stats(&mut p);
+    let line = p.stats();
     assert!(stat(&line, "frames_in") <= stalled_at as u64);
     let mut buf = vec![0; 2 * LEN];
     for i in 0..N {
@@ -244,10 +220,10 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
             .recv_from(&mut buf)
             .unwrap_or_else(|e| panic!("reply {i} of {N}: {e}"));
         assert_eq!(n, LEN, "reply {i}: length");
-        assert!(buf[..n] == datagram(i, LEN), "reply {i}: content or order");
+        assert!(buf[..n] == tagged(i, LEN), "reply {i}: content or order");
     }
     sender.join().unwrap();
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "frames_out"), N as u64);
     assert_eq!(stat(&line, "dropped"), 0);
     assert!(p.stop().success());
@@ -268,7 +244,7 @@ fn credentials_decide_who_is_served() {
     c.send_to(b"not me", &server).unwrap();
     let warn = p.wait_for("rejected a datagram");
     assert!(warn.contains(&format!("uid={uid}")), "{warn}");
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "rejected_cred"), 1);
     assert_eq!(stat(&line, "dropped"), 1);
     assert_eq!(stat(&line, "frames_in"), 0);

@@ -18,7 +18,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use common::{Proc, TempDir, PATIENCE};
+use common::{stat, Proc, TempDir, PATIENCE};
 
 /// A server under test with its directory and a running count of the
 /// bytes sent to it (for [`Server::sync`]).
@@ -79,7 +79,7 @@ impl Server {
     fn bytes_in(&mut self) -> u64 {
         self.proc.signal(10);
         let line = self.proc.wait_for("stats open=");
-        counter(&line, "bytes_in")
+        stat(&line, "bytes_in")
     }
 
     /// Waits for a log line containing `needle` and checks that it is a
@@ -106,15 +106,6 @@ fn who_am_i() -> String {
         me.uid(),
         me.gid()
     )
-}
-
-/// The value of `key=` in a logfmt line.
-fn counter(line: &str, key: &str) -> u64 {
-    let field = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(field.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
 /// Reads until the server closes: EOF, or ECONNRESET when it closed with
@@ -380,8 +371,8 @@ fn zero_length_frame_is_echoed() {
     let stats = server.proc.stop();
     assert!(stats.success());
     let line = server.proc.wait_for("stats open=");
-    assert_eq!(counter(&line, "frames_in"), 4);
-    assert_eq!(counter(&line, "frames_out"), 4);
+    assert_eq!(stat(&line, "frames_in"), 4);
+    assert_eq!(stat(&line, "frames_out"), 4);
 }
 
 #[test]
@@ -404,7 +395,7 @@ fn partial_length_frame_at_eof_is_dropped_and_logged() {
     }
     assert!(server.proc.stop().success());
     let line = server.proc.wait_for("stats open=");
-    assert_eq!(counter(&line, "dropped"), 2);
+    assert_eq!(stat(&line, "dropped"), 2);
 }
 
 /// VmSize of a process in KiB: what it has reserved, touched or not.

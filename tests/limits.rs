@@ -11,7 +11,7 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, cpu_ticks, Proc, TempDir, PATIENCE};
+use common::{bin, cpu_ticks, stat, Proc, TempDir, PATIENCE};
 
 /// Connects with read/write timeouts, so a lost reply fails the test
 /// instead of hanging it.
@@ -43,22 +43,6 @@ fn eof_within(s: &mut UnixStream, limit: Duration) -> Duration {
         Err(e) => panic!("expected EOF within {limit:?}, got {e}"),
     }
     start.elapsed()
-}
-
-/// Asks for the counters (SIGUSR1) and returns the value of `key`.
-fn counter(p: &mut Proc, key: &str) -> u64 {
-    p.signal(10);
-    let line = p.wait_for("stats open=");
-    stat(&line, key)
-}
-
-/// The value of `key` in a logfmt stats line.
-fn stat(line: &str, key: &str) -> u64 {
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
 #[test]
@@ -211,7 +195,7 @@ fn out_of_descriptors_neither_spins_nor_stalls() {
         })
         .collect();
     server.wait_for("Too many open files");
-    let held = counter(&mut server, "open") as usize;
+    let held = server.counter("open") as usize;
     assert!(
         (20..CLIENTS - 20).contains(&held),
         "{held} connections open with 64 descriptors"
@@ -271,7 +255,7 @@ fn out_of_descriptors_neither_spins_nor_stalls() {
         s.read_exact(&mut got).expect("echo from the backlog");
         assert_eq!(&got, format!("hello {:03}", i + held + 10).as_bytes());
     }
-    assert!(counter(&mut server, "accept_errors") > 0);
+    assert!(server.counter("accept_errors") > 0);
     assert!(server.stop().success());
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Proc, Rng, TempDir, PATIENCE};
+use common::{stat, tagged, Proc, Rng, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
 use uds_reactor::{Config, Context, Frame, Handler, Server, SocketType};
 
@@ -66,30 +66,6 @@ fn serve(args: &[&str]) -> (TempDir, Proc, std::path::PathBuf) {
     (dir, p, path)
 }
 
-/// Message `i`: its index in the first bytes (when it has room), then a
-/// pattern, so a reordered, merged or cut message cannot match.
-fn message(i: usize, len: usize) -> Vec<u8> {
-    let mut m = pattern(i as u64 + 1, len);
-    let tag = (i as u32).to_be_bytes();
-    let k = len.min(4);
-    m[..k].copy_from_slice(&tag[..k]);
-    m
-}
-
-/// The counters line from SIGUSR1.
-fn stats(p: &mut Proc) -> String {
-    p.signal(libc::SIGUSR1);
-    p.wait_for("stats open=")
-}
-
-/// `key=value` from a stats line.
-fn stat(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
-
 #[test]
 fn every_message_comes_back_whole_with_its_boundaries() {
     const MAX: usize = 64 << 10;
@@ -109,18 +85,18 @@ fn every_message_comes_back_whole_with_its_boundaries() {
     let to_send = sizes.clone();
     let writer = thread::spawn(move || {
         for (i, &len) in to_send.iter().enumerate() {
-            send(&w, &message(i, len));
+            send(&w, &tagged(i, len));
         }
         w.shutdown(Shutdown::Write).unwrap();
     });
     for (i, &len) in sizes.iter().enumerate() {
         let got = recv(&s).unwrap_or_else(|| panic!("EOF before message {i}"));
         assert_eq!(got.len(), len, "message {i}: length");
-        assert!(got == message(i, len), "message {i}: content");
+        assert!(got == tagged(i, len), "message {i}: content");
     }
     assert_eq!(recv(&s), None, "EOF after the last message");
     writer.join().unwrap();
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "frames_in"), sizes.len() as u64);
     assert_eq!(stat(&line, "frames_out"), sizes.len() as u64);
     let total: usize = sizes.iter().sum();
@@ -145,7 +121,7 @@ fn message_of_max_frame_comes_back_at_the_default_limit() {
         len > 300 << 10,
         "the client could not raise its send buffer"
     );
-    let msg = message(7, len);
+    let msg = tagged(7, len);
     send(&s, &msg);
     let got = recv(&s).expect("the message comes back");
     assert_eq!(got.len(), len);
@@ -160,9 +136,9 @@ fn over_long_message_closes_that_connection_only() {
     let (_dir, mut p, path) = serve(&["--max-frame", "1000"]);
     let bystander = connect(&path);
     let s = connect(&path);
-    send(&s, &message(1, 1000));
-    send(&s, &message(2, 1001));
-    assert_eq!(recv(&s), Some(message(1, 1000)), "the message before");
+    send(&s, &tagged(1, 1000));
+    send(&s, &tagged(2, 1001));
+    assert_eq!(recv(&s), Some(tagged(1, 1000)), "the message before");
     assert_eq!(recv(&s), None, "closed, never a truncated echo");
     let warn = p.wait_for("exceeds --max-frame 1000");
     assert!(warn.contains("WARN") || warn.contains("warn"), "{warn}");
@@ -193,7 +169,7 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
     let to_send = sizes.clone();
     let writer = thread::spawn(move || {
         for (i, &len) in to_send.iter().enumerate() {
-            send(&w, &message(i, len));
+            send(&w, &tagged(i, len));
             sent_w.fetch_add(len, Ordering::SeqCst);
         }
         w.shutdown(Shutdown::Write).unwrap();
@@ -208,13 +184,13 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
         stalled_at < bound,
         "sent {stalled_at} bytes to a peer that does not read; the server kept reading"
     );
-    let line = stats(&mut p);
+    let line = p.stats();
     assert!(stat(&line, "bytes_in") <= stalled_at as u64);
     // Now read: everything comes back, intact and in order.
     for (i, &len) in sizes.iter().enumerate() {
         let got = recv(&s).unwrap_or_else(|| panic!("EOF before message {i}"));
         assert_eq!(got.len(), len, "message {i}: length");
-        assert!(got == message(i, len), "message {i}: content");
+        assert!(got == tagged(i, len), "message {i}: content");
     }
     assert_eq!(recv(&s), None);
     writer.join().unwrap();
@@ -246,11 +222,11 @@ fn half_close_gets_everything_owed_then_eof() {
     let s = connect(&path);
     // Small enough to sit in the kernel queues while we do not read.
     for i in 0..40 {
-        send(&s, &message(i, 100 + i));
+        send(&s, &tagged(i, 100 + i));
     }
     s.shutdown(Shutdown::Write).unwrap();
     for i in 0..40 {
-        assert_eq!(recv(&s), Some(message(i, 100 + i)), "message {i}");
+        assert_eq!(recv(&s), Some(tagged(i, 100 + i)), "message {i}");
     }
     assert_eq!(recv(&s), None, "EOF once everything owed is written");
     assert!(p.stop().success());
@@ -274,7 +250,7 @@ fn zero_length_message_is_taken_as_eof() {
         }
     };
     assert_eq!(err.kind(), io::ErrorKind::BrokenPipe, "{err}");
-    let line = stats(&mut p);
+    let line = p.stats();
     assert_eq!(stat(&line, "closed"), 1);
     assert_eq!(stat(&line, "frames_in"), 2);
     assert!(p.stop().success());

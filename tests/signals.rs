@@ -8,11 +8,11 @@ mod common;
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, exists, pattern, Proc, TempDir, PATIENCE};
+use common::{bin, exists, pattern, stat, Proc, TempDir, PATIENCE};
 
 const SIGINT: i32 = 2;
 const SIGUSR1: i32 = 10;
@@ -20,43 +20,7 @@ const SIGTERM: i32 = 15;
 
 /// Runs the binary to completion; returns its status and its whole stderr.
 fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not exit");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, reader.join().unwrap())
-}
-
-/// The value of `key` in a logfmt `stats ...` line.
-fn stat(line: &str, key: &str) -> u64 {
-    let prefix = format!("{key}=");
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .parse()
-        .unwrap()
+    common::run_to_exit(Command::new(bin()).args(args))
 }
 
 fn echo(s: &mut UnixStream, msg: &[u8]) {
@@ -305,7 +269,10 @@ fn usage_errors_exit_2_naming_the_option() {
         (&["--mode", "999", p], "--mode"),
         (&["--mode", "rwx", p], "--mode"),
         (&["--drain-timeout", "soon", p], "--drain-timeout"),
-        (&["--log-level", "loud", p], "off, error, warn, info, debug, trace"),
+        (
+            &["--log-level", "loud", p],
+            "off, error, warn, info, debug, trace",
+        ),
         (&["--backlog", "-1", p], "--backlog must be at least 1"),
         (&["--idle-timeout", "-1", p], "--idle-timeout"),
         (&["--group", "4294967295", p], "--group"),

@@ -10,42 +10,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, exists, Proc, TempDir, PATIENCE};
-
-/// Runs the binary to completion (it is expected to exit by itself);
-/// returns its status and its whole stderr.
-fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
-    let mut child = cmd
-        .env("RUST_BACKTRACE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut stderr = child.stderr.take().unwrap();
-    let reader = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the process did not exit");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, reader.join().unwrap())
-}
+use common::{bin, exists, run_to_exit, Proc, TempDir, PATIENCE};
 
 /// Asserts a runtime error: exit 1 and exactly one line on stderr, naming
 /// `path` and containing `what`, and no panic.

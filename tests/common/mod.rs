@@ -218,3 +218,68 @@ impl Rng {
 pub fn exists(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok()
 }
+
+/// The value of `key` in a logfmt `stats ...` line.
+pub fn stat(line: &str, key: &str) -> u64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+impl Proc {
+    /// Asks for the counters (SIGUSR1) and returns the `stats ...` line.
+    pub fn stats(&mut self) -> String {
+        self.signal(libc::SIGUSR1);
+        self.wait_for("stats open=")
+    }
+
+    /// One counter, fresh from SIGUSR1.
+    pub fn counter(&mut self, key: &str) -> u64 {
+        let line = self.stats();
+        stat(&line, key)
+    }
+}
+
+/// Message `i` of `len` bytes: its index in the first bytes (when it has
+/// room), then a pattern, so a reordered, merged or cut message cannot
+/// match another.
+pub fn tagged(i: usize, len: usize) -> Vec<u8> {
+    let mut m = pattern(i as u64 + 1, len);
+    let tag = (i as u32).to_be_bytes();
+    let k = len.min(4);
+    m[..k].copy_from_slice(&tag[..k]);
+    m
+}
+
+/// Runs `cmd` to completion (stdin and stdout null); returns its status
+/// and its whole stderr.
+pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .env("RUST_BACKTRACE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    (status, reader.join().expect("stderr reader"))
+}
