@@ -9,9 +9,9 @@
 //!   buffer each (benches/peers/tokio_ct.rs);
 //! - `std-threads`: a thread per connection, blocking std sockets
 //!   (benches/peers/threads.rs);
-//! - `raw-epoll`: level-triggered epoll on libc, one shared buffer, bytes
-//!   kept only after a short write — what one thread can do at best
-//!   (benches/peers/epoll.rs).
+//! - `raw-epoll`: level-triggered epoll on libc, one shared 128 KiB buffer
+//!   (uds-reactor's read size), bytes kept only after a short write — what
+//!   one thread can do at best (benches/peers/epoll.rs).
 //!
 //! The load generator (`uds_reactor::load`, verifying every echoed byte)
 //! runs in this process. On two or more CPUs the servers are pinned to

@@ -9,7 +9,8 @@ pub mod tokio_ct;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-/// Size of the read buffer of each peer (per task, per thread, or shared).
+/// Size of the read buffer of the tokio and thread peers (per task, per
+/// thread); raw-epoll has its own.
 pub const BUF: usize = 64 << 10;
 
 /// Binds `path` and serves echo on it with the peer `name` until killed.
