@@ -154,7 +154,14 @@ fn main() {
     }
     // `cargo bench` passes `--bench`; other arguments are ignored.
     let settings = Settings::from_env();
-    let _ = uds_reactor::sys::raise_nofile_limit();
+    // The idle workload holds IDLE descriptors here (and in the server).
+    let nofile = uds_reactor::sys::raise_nofile_limit().unwrap_or(1024);
+    let idle = IDLE.min(nofile.saturating_sub(64) as usize);
+    if idle < IDLE {
+        println!(
+            "open-file limit {nofile}: the idle workload opens {idle} connections, not {IDLE}"
+        );
+    }
     let (server_cpu, load_cpu) = if procs::cpus() >= 2 {
         (Some(0), Some(1))
     } else {
@@ -210,7 +217,7 @@ fn main() {
                     let (name, kind) = chosen[si];
                     let path = dir.join(&format!("{name}-idle.sock"));
                     let fresh = Server::start(name, kind, path, server_cpu);
-                    let sample = measure_rss(&fresh, w.connections);
+                    let sample = measure_rss(&fresh, idle);
                     fresh.stop();
                     sample
                 } else if servers[si].alive() {
