@@ -9,7 +9,7 @@
 //!   buffer each (benches/peers/tokio_ct.rs);
 //! - `std-threads`: a thread per connection, blocking std sockets
 //!   (benches/peers/threads.rs);
-//! - `raw-epoll`: level-triggered epoll on libc, one shared 128 KiB buffer
+//! - `raw-epoll`: level-triggered epoll on libc, one shared 64 KiB buffer
 //!   (uds-reactor's read size), bytes kept only after a short write — what
 //!   one thread can do at best (benches/peers/epoll.rs).
 //!

@@ -12,11 +12,9 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixListener;
 
-/// The shared read buffer: as large as uds-reactor's reads (128 KiB), so
-/// that what the comparison measures is the code, not the read size (with
-/// 64 KiB, one 64 KiB-message stream costs this server about 15% more CPU
-/// per GB: three syscalls per message instead of about one).
-const BUF: usize = 128 << 10;
+/// The shared read buffer: as large as uds-reactor's reads (64 KiB), so
+/// that what the comparison measures is the code, not the read size.
+const BUF: usize = 64 << 10;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
 
