@@ -34,7 +34,7 @@
 //! min–max over the repetitions. The table at the end is markdown.
 //!
 //! ```text
-//! cargo bench --bench echo                        # 8 repetitions of 1.2 s (about 5 minutes)
+//! cargo bench --bench echo                        # 8 repetitions of 1.2 s (about 4 minutes)
 //! UDSR_BENCH_QUICK=1 cargo bench --bench echo     # 1 repetition of 0.5 s
 //! UDSR_BENCH_REPS=3 UDSR_BENCH_SECS=1 UDSR_BENCH_ONLY=ping cargo bench --bench echo
 //! ```
