@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixStream};
 use std::path::Path;
 use std::process::Command;
@@ -64,10 +63,6 @@ fn assert_no_file(cwd: &Path, name: &str) {
             assert!(!common::exists(&path), "{} exists", path.display());
         }
     }
-}
-
-fn my_uid() -> u32 {
-    std::fs::metadata("/proc/self").unwrap().uid()
 }
 
 #[test]
@@ -145,7 +140,7 @@ fn dgram_answers_abstract_and_path_senders_without_a_file() {
 
 #[test]
 fn the_warning_about_access_control_comes_only_without_allow_rules() {
-    let uid = my_uid().to_string();
+    let uid = common::our_ids().0.to_string();
     for ty in ["stream", "seqpacket", "dgram"] {
         let cwd = TempDir::new("abstract-warn");
         let name = unique_name(ty);
@@ -173,7 +168,7 @@ fn the_warning_about_access_control_comes_only_without_allow_rules() {
 fn allowed_peers_are_served_on_an_abstract_name() {
     let cwd = TempDir::new("abstract-allowed");
     let name = unique_name("allowed");
-    let uid = my_uid().to_string();
+    let uid = common::our_ids().0.to_string();
     let mut p = serve_in(&cwd.0, &name, &["--allow-uid", &uid]);
     let mut s = UnixStream::connect_addr(&abstract_addr(&name)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, stat, Proc, TempDir, PATIENCE};
+use common::{echo_through, pattern, stat, Proc, TempDir, PATIENCE};
 use sha2::{Digest, Sha256};
 
 /// How long a write may make no progress before we call the peer stalled.
@@ -97,18 +97,8 @@ fn write_until_stalled(s: &mut UnixStream, data: &[u8], mut at: usize) -> usize 
 
 /// One echo round trip of `len` bytes on a fresh connection.
 fn echo_once(path: &Path, len: usize, seed: u64) {
-    let mut s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
     let data = pattern(seed, len);
-    let mut w = s.try_clone().unwrap();
-    let sent = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&sent).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).unwrap();
-    writer.join().unwrap();
+    let got = echo_through(path, &data);
     assert!(got == data, "echo of {len} bytes differs");
 }
 

@@ -8,22 +8,11 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use common::{Proc, TempDir, PATIENCE};
+use common::{our_ids, Proc, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 /// An id nobody running these tests has.
 const STRANGER: &str = "12345";
-
-/// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
-fn our_ids() -> (u32, u32) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let effective = |key: &str| -> u32 {
-        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        // "Uid:\treal\teffective\tsaved\tfs"
-        line.split_whitespace().nth(2).unwrap().parse().unwrap()
-    };
-    (effective("Uid:"), effective("Gid:"))
-}
 
 fn connect(path: &Path) -> UnixStream {
     let s = UnixStream::connect(path).expect("connect");

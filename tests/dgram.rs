@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,8 +16,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{stat, tagged, Proc, TempDir, PATIENCE};
-use uds_reactor::{Config, Context, Frame, Handler, Server, SocketType};
+use common::{stat, tagged, Library, Proc, TempDir, PATIENCE};
+use uds_reactor::{Config, Context, Frame, Handler, SocketType};
 
 /// Starts the binary on a fresh path with `--type dgram` and `args`.
 fn serve(args: &[&str]) -> (TempDir, Proc, PathBuf) {
@@ -47,11 +46,6 @@ fn recv(c: &UnixDatagram, server: &Path) -> Vec<u8> {
     assert_eq!(from.as_pathname(), Some(server), "reply from the server");
     buf.truncate(n);
     buf
-}
-
-/// Our effective uid (the owner of /proc/self).
-fn my_uid() -> u32 {
-    std::fs::metadata("/proc/self").unwrap().uid()
 }
 
 #[test]
@@ -231,14 +225,14 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
 
 #[test]
 fn credentials_decide_who_is_served() {
-    let uid = my_uid().to_string();
+    let uid = common::our_ids().0.to_string();
     let (dir, mut p, server) = serve(&["--allow-uid", &uid]);
     let c = bound(&dir.path("c.sock"));
     c.send_to(b"me", &server).unwrap();
     assert_eq!(recv(&c, &server), b"me");
     assert!(p.stop().success());
 
-    let other = (my_uid() + 4242).to_string();
+    let other = (common::our_ids().0 + 4242).to_string();
     let (dir, mut p, server) = serve(&["--allow-uid", &other]);
     let c = bound(&dir.path("c.sock"));
     c.send_to(b"not me", &server).unwrap();
@@ -283,13 +277,11 @@ fn library_handler_replies_to_each_sender() {
     let path = dir.path("lib.sock");
     let mut config = Config::new(&path);
     config.socket_type = SocketType::Dgram;
-    let server = Server::with_handler(config, Addressed).expect("bind");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(config, Addressed);
 
     let (a_path, b_path) = (dir.path("a.sock"), dir.path("b.sock"));
     let (a, b) = (bound(&a_path), bound(&b_path));
-    let uid = Some(my_uid());
+    let uid = Some(common::our_ids().0);
     a.send_to(b"hi", &path).unwrap();
     b.send_to(b"yo", &path).unwrap();
     a.send_to(b"again", &path).unwrap();
@@ -307,8 +299,7 @@ fn library_handler_replies_to_each_sender() {
         format!("again #3 to {} uid {uid:?}", a_path.display())
     );
 
-    handle.stop();
-    let stats = thread.join().unwrap().expect("run");
+    let stats = server.stop();
     assert_eq!((stats.frames_in, stats.frames_out), (3, 3));
     assert!(!path.exists());
 }

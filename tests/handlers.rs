@@ -14,48 +14,9 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use common::{TempDir, PATIENCE};
-use uds_reactor::{Error, Handle, Handler, Server, Stats};
-
-/// A library server running `handler` on a thread, stopped on drop.
-struct Running {
-    handle: Handle,
-    thread: Option<JoinHandle<Result<Stats, Error>>>,
-}
-
-impl Running {
-    fn start<H>(config: uds_reactor::Config, handler: H) -> Running
-    where
-        H: Handler + Send + 'static,
-        H::State: Send,
-    {
-        let server = Server::with_handler(config, handler).expect("bind");
-        let handle = server.handle();
-        let thread = std::thread::spawn(move || server.run());
-        Running {
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(mut self) -> Stats {
-        self.handle.stop();
-        let thread = self.thread.take().expect("running");
-        thread.join().expect("server thread").expect("run")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            self.handle.stop();
-            let _ = thread.join();
-        }
-    }
-}
+use common::{Library, TempDir, PATIENCE};
 
 fn connect(path: &Path) -> UnixStream {
     let s = UnixStream::connect(path).expect("connect");
@@ -82,7 +43,7 @@ fn reply(s: &mut UnixStream) -> Vec<u8> {
 fn upper_answers_each_line_uppercased_even_split_and_unterminated() {
     let dir = TempDir::new("handlers-upper");
     let path = dir.path("upper.sock");
-    let server = Running::start(upper::config(&path), upper::Upper);
+    let server = Library::start(upper::config(&path), upper::Upper);
 
     let mut s = connect(&path);
     // Two lines, the second split across writes, then a tail without '\n'.
@@ -103,7 +64,7 @@ fn upper_answers_each_line_uppercased_even_split_and_unterminated() {
 fn upper_serves_connections_independently() {
     let dir = TempDir::new("handlers-upper-many");
     let path = dir.path("upper.sock");
-    let _server = Running::start(upper::config(&path), upper::Upper);
+    let _server = Library::start(upper::config(&path), upper::Upper);
 
     let mut clients: Vec<_> = (0..8).map(|_| connect(&path)).collect();
     for (i, s) in clients.iter_mut().enumerate() {
@@ -121,7 +82,7 @@ fn upper_serves_connections_independently() {
 fn kv_stores_shares_counts_and_quits() {
     let dir = TempDir::new("handlers-kv");
     let path = dir.path("kv.sock");
-    let server = Running::start(kv::config(&path), kv::Kv::default());
+    let server = Library::start(kv::config(&path), kv::Kv::default());
 
     let mut a = connect(&path);
     let mut b = connect(&path);
@@ -172,7 +133,7 @@ fn kv_oversized_request_closes_only_that_connection() {
     let path = dir.path("kv.sock");
     let mut config = kv::config(&path);
     config.max_frame = 1024;
-    let _server = Running::start(config, kv::Kv::default());
+    let _server = Library::start(config, kv::Kv::default());
 
     let mut good = connect(&path);
     let mut bad = connect(&path);

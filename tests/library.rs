@@ -6,13 +6,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{exists, pattern, TempDir, PATIENCE};
+use common::{echo_through, exists, our_ids, pattern, TempDir, PATIENCE};
 use uds_reactor::{
     Config, ConnId, Context, Error, Frame, Framing, Handle, Handler, PeerCred, Server, Stats,
 };
@@ -58,17 +57,8 @@ fn echo_on_a_thread_stopped_through_the_handle() {
     let data = pattern(9, 3 << 20);
     let mut total = 0u64;
     for i in 0..4u64 {
-        let mut s = connect(&path);
-        let mut w = s.try_clone().unwrap();
         let len = data.len() >> i;
-        let sent = data[..len].to_vec();
-        let writer = thread::spawn(move || {
-            w.write_all(&sent).unwrap();
-            w.shutdown(Shutdown::Write).unwrap();
-        });
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        writer.join().unwrap();
+        let got = echo_through(&path, &data[..len]);
         assert!(got[..] == data[..len], "connection {i}: echo differs");
         total += len as u64;
     }
@@ -281,17 +271,6 @@ impl Handler for WhoAmI {
         // Line framing: `send` adds the `\n`.
         cx.send(reply.as_bytes());
     }
-}
-
-/// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
-fn our_ids() -> (u32, u32) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let effective = |key: &str| -> u32 {
-        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
-        // "Uid:\treal\teffective\tsaved\tfs"
-        line.split_whitespace().nth(2).unwrap().parse().unwrap()
-    };
-    (effective("Uid:"), effective("Gid:"))
 }
 
 #[test]

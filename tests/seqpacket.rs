@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{stat, tagged, Proc, Rng, TempDir, PATIENCE};
+use common::{stat, tagged, Library, Proc, Rng, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
-use uds_reactor::{Config, Context, Frame, Handler, Server, SocketType};
+use uds_reactor::{Config, Context, Frame, Handler, SocketType};
 
 /// A blocking seqpacket client with timeouts, so a lost message fails the
 /// test instead of hanging it.
@@ -278,9 +278,7 @@ fn library_runs_a_custom_handler_over_seqpacket() {
     let path = dir.path("lib.sock");
     let mut config = Config::new(&path);
     config.socket_type = SocketType::Seqpacket;
-    let server = Server::with_handler(config, ReverseAndCount).expect("bind");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(config, ReverseAndCount);
 
     let s = connect(&path);
     for (i, msg) in [&b"abc"[..], b"x", b"hello world"].iter().enumerate() {
@@ -294,8 +292,7 @@ fn library_runs_a_custom_handler_over_seqpacket() {
     s.shutdown(Shutdown::Write).unwrap();
     assert_eq!(recv(&s), None);
 
-    handle.stop();
-    let stats = thread.join().unwrap().expect("run");
+    let stats = server.stop();
     assert_eq!(stats.frames_in, 3);
     assert_eq!(stats.frames_out, 6);
     assert!(!path.exists());
@@ -357,9 +354,7 @@ fn library_handler_may_send_empty_messages() {
     let path = dir.path("lib.sock");
     let mut config = Config::new(&path);
     config.socket_type = SocketType::Seqpacket;
-    let server = Server::with_handler(config, WithEmpty).expect("bind");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(config, WithEmpty);
 
     let s = connect(&path);
     send(&s, b"one");
@@ -373,7 +368,6 @@ fn library_handler_may_send_empty_messages() {
     }
     s.shutdown(Shutdown::Write).unwrap();
     assert_eq!(recv(&s), None, "closed once everything is written");
-    handle.stop();
-    let stats = thread.join().unwrap().expect("run");
+    let stats = server.stop();
     assert_eq!(stats.frames_out, 6);
 }

@@ -283,3 +283,76 @@ pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
     };
     (status, reader.join().expect("stderr reader"))
 }
+
+/// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
+pub fn our_ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let effective = |key: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(key)).expect(key);
+        // "Uid:\treal\teffective\tsaved\tfs"
+        line.split_whitespace()
+            .nth(2)
+            .expect(key)
+            .parse()
+            .expect(key)
+    };
+    (effective("Uid:"), effective("Gid:"))
+}
+
+/// A library server running a handler on its own thread; stopped (and
+/// joined) on drop if the test did not stop it.
+pub struct Library {
+    handle: uds_reactor::Handle,
+    thread: Option<std::thread::JoinHandle<Result<uds_reactor::Stats, uds_reactor::Error>>>,
+}
+
+impl Library {
+    /// Binds `config` with `handler` and runs it on a new thread.
+    pub fn start<H>(config: uds_reactor::Config, handler: H) -> Library
+    where
+        H: uds_reactor::Handler + Send + 'static,
+        H::State: Send,
+    {
+        let server = uds_reactor::Server::with_handler(config, handler).expect("bind");
+        let handle = server.handle();
+        let thread = std::thread::spawn(move || server.run());
+        Library {
+            handle,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the server through its handle and returns its final counters.
+    pub fn stop(mut self) -> uds_reactor::Stats {
+        self.handle.stop();
+        let thread = self.thread.take().expect("running");
+        thread.join().expect("server thread").expect("run")
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.handle.stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Writes `data` to a new connection from another thread, half-closes,
+/// and returns everything read back until EOF.
+pub fn echo_through(path: &Path, data: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    let mut w = s.try_clone().expect("clone");
+    let sent = data.to_vec();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&sent).expect("write");
+        w.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    });
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).expect("read");
+    writer.join().expect("writer");
+    got
+}
