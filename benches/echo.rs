@@ -155,7 +155,7 @@ fn main() {
     // `cargo bench` passes `--bench`; other arguments are ignored.
     let settings = Settings::from_env();
     // The idle workload holds IDLE descriptors here (and in the server).
-    let nofile = uds_reactor::sys::raise_nofile_limit().unwrap_or(1024);
+    let nofile = uds_reactor::raise_open_file_limit().unwrap_or(1024);
     let idle = IDLE.min(nofile.saturating_sub(64) as usize);
     if idle < IDLE {
         println!(

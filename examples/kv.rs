@@ -75,47 +75,59 @@ impl Handler for Kv {
     fn frame(&mut self, session: &mut Session, frame: Frame<'_>, cx: &mut Context<'_>) {
         session.requests += 1;
         let (command, args) = split_word(frame.payload());
-        let cmd = |name: &str| command.eq_ignore_ascii_case(name.as_bytes());
-        if cmd("SET") {
-            match args.map(split_word) {
-                Some((key, Some(value))) if !key.is_empty() => {
-                    if self.map.len() >= MAX_KEYS && !self.map.contains_key(key) {
-                        cx.send(b"ERR store full");
-                    } else {
-                        self.map.insert(key.to_vec(), value.to_vec());
-                        cx.send(b"OK");
-                    }
-                }
-                _ => cx.send(b"ERR usage: SET <key> <value>"),
-            }
-        } else if cmd("GET") {
-            match key(args) {
-                Some(key) => match self.map.get(key) {
-                    Some(value) => cx.send(&[b"VALUE ", &value[..]].concat()),
-                    None => cx.send(b"NOTFOUND"),
-                },
-                None => cx.send(b"ERR usage: GET <key>"),
-            }
-        } else if cmd("DEL") {
-            match key(args) {
-                Some(key) => match self.map.remove(key) {
-                    Some(_) => cx.send(b"OK"),
-                    None => cx.send(b"NOTFOUND"),
-                },
-                None => cx.send(b"ERR usage: DEL <key>"),
-            }
-        } else if cmd("COUNT") && args.is_none() {
-            cx.send(format!("OK {}", session.requests).as_bytes());
-        } else if cmd("QUIT") && args.is_none() {
-            cx.send(b"BYE");
+        let reply = self.execute(command, args, session);
+        // A line reply cannot fail to encode (only a length frame over
+        // 4 GiB can); were it to, the client would wait for ever: close.
+        if cx.send(&reply).is_err() || reply == b"BYE" {
             cx.close(); // after BYE is written; later requests are ignored
-        } else {
-            cx.send(b"ERR unknown command (SET, GET, DEL, COUNT, QUIT)");
         }
     }
 
     fn close(&mut self, session: Session, id: ConnId, _: Option<PeerCred>) {
         debug!("{id} closed after {} requests", session.requests);
+    }
+}
+
+impl Kv {
+    /// Runs one command and gives its reply line.
+    fn execute(&mut self, command: &[u8], args: Option<&[u8]>, session: &Session) -> Vec<u8> {
+        let cmd = |name: &str| command.eq_ignore_ascii_case(name.as_bytes());
+        let reply: &[u8] = if cmd("SET") {
+            match args.map(split_word) {
+                Some((key, Some(value))) if !key.is_empty() => {
+                    if self.map.len() >= MAX_KEYS && !self.map.contains_key(key) {
+                        b"ERR store full"
+                    } else {
+                        self.map.insert(key.to_vec(), value.to_vec());
+                        b"OK"
+                    }
+                }
+                _ => b"ERR usage: SET <key> <value>",
+            }
+        } else if cmd("GET") {
+            match key(args) {
+                Some(key) => match self.map.get(key) {
+                    Some(value) => return [b"VALUE ", &value[..]].concat(),
+                    None => b"NOTFOUND",
+                },
+                None => b"ERR usage: GET <key>",
+            }
+        } else if cmd("DEL") {
+            match key(args) {
+                Some(key) => match self.map.remove(key) {
+                    Some(_) => b"OK",
+                    None => b"NOTFOUND",
+                },
+                None => b"ERR usage: DEL <key>",
+            }
+        } else if cmd("COUNT") && args.is_none() {
+            return format!("OK {}", session.requests).into_bytes();
+        } else if cmd("QUIT") && args.is_none() {
+            b"BYE"
+        } else {
+            b"ERR unknown command (SET, GET, DEL, COUNT, QUIT)"
+        };
+        reply.to_vec()
     }
 }
 

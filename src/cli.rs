@@ -151,6 +151,10 @@ pub fn main() -> ExitCode {
 
 fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     init_logging(level(args.log_level, args.verbose, args.quiet));
+    // A daemon's choice (SPEC "Running"), not the library's.
+    if let Err(e) = uds_reactor::raise_open_file_limit() {
+        log::debug!("cannot read the open-file limit: {e}");
+    }
     let config = match config_from(args, matches) {
         Ok(config) => config,
         Err(msg) => Cli::command()

@@ -255,7 +255,7 @@ impl Client {
             match sys::recv_msg(&self.sock, &mut buf) {
                 Ok((0, _)) => return out.flush(),
                 Ok((n, truncated)) => {
-                    self.check_reply(n, truncated)?;
+                    self.check_reply(n, truncated > n)?;
                     out.line(&buf[..n]);
                     out.flush()?;
                 }
@@ -279,7 +279,7 @@ impl Client {
         loop {
             match sys::recv_msg(&self.sock, &mut buf) {
                 Ok((n, truncated)) => {
-                    self.check_reply(n, truncated)?;
+                    self.check_reply(n, truncated > n)?;
                     out.line(&buf[..n]);
                     out.flush()?;
                     replies += 1;

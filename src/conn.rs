@@ -24,10 +24,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::buffer::{Buffer, Spares};
-use crate::codec::{Decoder, Eof, FrameError};
+use crate::buffer::{Buffer, Spares, READ_SIZE};
+use crate::codec::{Decoder, Eof, Frame, FrameError};
 use crate::config::{Config, Framing, SocketType};
-use crate::handler::{ConnId, Context, Handler, Outbox, PeerCred};
+use crate::handler::{ConnId, Context, Handler, PeerCred};
+use crate::outbox::{self, Outbox};
 
 /// Settings shared by every connection of a server (kept out of [`Conn`]
 /// so an idle connection stays small).
@@ -71,7 +72,7 @@ impl Limits {
 
 /// Room in the output for the replies to one read past `max_buffer`: the
 /// server's read size.
-pub const READ_ROOM: usize = 64 << 10;
+pub const READ_ROOM: usize = READ_SIZE;
 
 /// Why a connection closed (other than the peer finishing normally).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,9 +101,20 @@ pub struct Tally {
     pub frames_out: u64,
 }
 
-const READ_DONE: u8 = 1; // no more input will be read (EOF, closing, error)
-const CLOSING: u8 = 2; // close once output is flushed (bounded by drain)
-const DEAD: u8 = 4; // closed at once; output discarded
+/// Where a connection is in its life. The phases form a line, and a
+/// connection only ever moves forward along it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Reading and writing.
+    Open,
+    /// The peer finished sending: write what is owed, then done.
+    Eof,
+    /// Closing (a frame error, the handler, shutdown): read nothing more,
+    /// write what is owed within the drain timeout, then done.
+    Closing,
+    /// Done at once; pending output discarded.
+    Dead,
+}
 
 /// One connection's state. See the [module docs](self) for the driving
 /// order.
@@ -120,7 +132,7 @@ pub struct Conn<S> {
     peer: Option<PeerCred>,
     /// Last traffic either way (or when closing began).
     last_active: Instant,
-    flags: u8,
+    phase: Phase,
     reason: Option<CloseReason>,
 }
 
@@ -133,22 +145,21 @@ pub struct Wants {
     pub write: bool,
 }
 
-impl<S: Default> Conn<S> {
-    /// A new connection with a peer's credentials, accepted at `now`.
-    pub fn new(limits: &Limits, peer: Option<PeerCred>, now: Instant) -> Conn<S> {
+impl<S> Conn<S> {
+    /// A new connection with a peer's credentials and the handler's state
+    /// for it, accepted at `now`.
+    pub fn new(limits: &Limits, peer: Option<PeerCred>, now: Instant, state: S) -> Conn<S> {
         Conn {
             decoder: Decoder::new(limits.framing, limits.max_frame),
             out: Buffer::new(),
-            state: S::default(),
+            state,
             peer,
             last_active: now,
-            flags: 0,
+            phase: Phase::Open,
             reason: None,
         }
     }
-}
 
-impl<S> Conn<S> {
     /// The peer's credentials.
     pub fn peer(&self) -> Option<PeerCred> {
         self.peer
@@ -165,10 +176,9 @@ impl<S> Conn<S> {
     where
         H: Handler<State = S>,
     {
-        let Conn { out, state, .. } = self;
-        let mut cx = context(id, self.peer, limits, out, &mut spares.output);
-        handler.open(state, &mut cx);
-        let (close, sent) = (cx.close, cx.sent);
+        let mut cx = context(id, self.peer, limits, &mut self.out, &mut spares.output);
+        handler.open(&mut self.state, &mut cx);
+        let (close, sent) = cx.outcome();
         if close {
             self.begin_close(CloseReason::Handler);
         }
@@ -191,28 +201,16 @@ impl<S> Conn<S> {
     where
         H: Handler<State = S>,
     {
-        let mut tally = Tally::default();
-        if self.flags & READ_DONE != 0 {
-            return tally;
+        if self.read_done() {
+            return Tally::default();
         }
         self.last_active = now;
-        let peer = self.peer;
-        let Conn {
-            decoder,
-            out,
-            state,
-            ..
-        } = self;
-        let mut close = false;
         let Spares { input, output } = spares;
-        let result = decoder.decode(data, input, |frame| {
-            let mut cx = context(id, peer, limits, out, output);
-            handler.frame(state, frame, &mut cx);
-            tally.frames_in += 1;
-            tally.frames_out += cx.sent;
-            close = cx.close;
-            !close
+        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output);
+        let result = self.decoder.decode(data, input, |frame| {
+            delivery.deliver(handler, &mut self.state, frame)
         });
+        let (tally, close) = (delivery.tally, delivery.close);
         if let Err(e) = result {
             // The partial frame will never complete: do not hold it (up to
             // max_frame) while the output drains to a slow peer.
@@ -236,28 +234,16 @@ impl<S> Conn<S> {
     where
         H: Handler<State = S>,
     {
-        let mut tally = Tally::default();
-        if self.flags & READ_DONE != 0 {
-            return tally;
+        if self.read_done() {
+            return Tally::default();
         }
-        self.flags |= READ_DONE;
-        let peer = self.peer;
-        let Conn {
-            decoder,
-            out,
-            state,
-            ..
-        } = self;
-        let mut close = false;
+        self.phase = Phase::Eof;
         let Spares { input, output } = spares;
-        let eof = decoder.decode_eof(input, |frame| {
-            let mut cx = context(id, peer, limits, out, output);
-            handler.frame(state, frame, &mut cx);
-            tally.frames_in += 1;
-            tally.frames_out += cx.sent;
-            close = cx.close;
-            !close
+        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output);
+        let eof = self.decoder.decode_eof(input, |frame| {
+            delivery.deliver(handler, &mut self.state, frame)
         });
+        let (tally, close) = (delivery.tally, delivery.close);
         if let Eof::Dropped(n) = eof {
             self.reason = Some(CloseReason::PartialAtEof(n));
         }
@@ -271,24 +257,24 @@ impl<S> Conn<S> {
     /// whole message on a message socket; empty when nothing is pending.
     pub fn transmit(&self, limits: &Limits) -> &[u8] {
         let pending = self.out.as_slice();
-        if !limits.messages || pending.is_empty() {
-            return pending;
+        if limits.messages {
+            outbox::first_record(pending)
+        } else {
+            pending
         }
-        let len = u32::from_ne_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
-        &pending[4..4 + len]
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written at `now`; on
     /// a message socket any `n` consumes the whole message (a message is
     /// sent whole or not at all).
     pub fn handle_written(&mut self, n: usize, now: Instant, limits: &Limits, spares: &mut Spares) {
-        if self.flags & CLOSING == 0 {
+        if self.phase < Phase::Closing {
             // While closing, the drain deadline stays fixed: a peer that
             // reads a byte at a time must not keep it open for ever.
             self.last_active = now;
         }
         let n = if limits.messages {
-            4 + self.transmit(limits).len()
+            outbox::first_record_len(self.out.as_slice())
         } else {
             n
         };
@@ -315,17 +301,17 @@ impl<S> Conn<S> {
     /// The server is stopping: read nothing more, flush what is owed (for
     /// at most the drain timeout), then finish.
     pub fn shutdown(&mut self, now: Instant) {
-        if self.flags & CLOSING == 0 {
+        if self.phase < Phase::Closing {
             self.last_active = now;
+            self.phase = Phase::Closing;
         }
-        self.flags |= READ_DONE | CLOSING;
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next be called.
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Instant> {
         if self.is_done() {
             None
-        } else if self.flags & CLOSING != 0 {
+        } else if self.phase == Phase::Closing {
             Some(self.last_active + limits.drain_timeout)
         } else {
             limits.idle_timeout.map(|idle| self.last_active + idle)
@@ -336,7 +322,7 @@ impl<S> Conn<S> {
     pub fn handle_timeout(&mut self, now: Instant, limits: &Limits, spares: &mut Spares) {
         match self.poll_timeout(limits) {
             Some(deadline) if now >= deadline => {
-                let reason = if self.flags & CLOSING != 0 {
+                let reason = if self.phase == Phase::Closing {
                     CloseReason::DrainTimeout
                 } else {
                     CloseReason::Idle
@@ -350,7 +336,7 @@ impl<S> Conn<S> {
     /// Whether the driver should read now: input is still expected and the
     /// unsent output is under `max_buffer`.
     pub fn wants_read(&self, limits: &Limits) -> bool {
-        self.flags & READ_DONE == 0 && self.out.len() < limits.max_buffer
+        !self.read_done() && self.out.len() < limits.max_buffer
     }
 
     /// The readiness to register, a pure function of the state: READABLE
@@ -359,7 +345,7 @@ impl<S> Conn<S> {
     /// WRITABLE while output is pending.
     pub fn interest(&self) -> Wants {
         Wants {
-            read: !self.is_done() && self.flags & READ_DONE == 0,
+            read: !self.read_done(),
             write: !self.is_done() && !self.out.is_empty(),
         }
     }
@@ -367,7 +353,7 @@ impl<S> Conn<S> {
     /// Whether the connection is finished and can be reaped: killed, or no
     /// more input and no output left.
     pub fn is_done(&self) -> bool {
-        self.flags & DEAD != 0 || (self.flags & READ_DONE != 0 && self.out.is_empty())
+        self.phase == Phase::Dead || (self.read_done() && self.out.is_empty())
     }
 
     /// Why it closed, if not by a normal end of input.
@@ -395,21 +381,28 @@ impl<S> Conn<S> {
         handler.close(self.state, id, self.peer);
     }
 
+    /// No more input will be read (EOF, closing, dead).
+    fn read_done(&self) -> bool {
+        self.phase >= Phase::Eof
+    }
+
     /// Stop reading; close once flushed.
     fn begin_close(&mut self, reason: CloseReason) {
-        self.flags |= READ_DONE | CLOSING;
+        self.phase = self.phase.max(Phase::Closing);
         self.reason.get_or_insert(reason);
     }
 
     /// Done now; pending output is dropped.
     fn kill(&mut self, reason: CloseReason, spares: &mut Spares) {
-        self.flags |= READ_DONE | CLOSING | DEAD;
+        self.phase = Phase::Dead;
         self.reason.get_or_insert(reason);
         self.out.release(&mut spares.output);
         self.decoder.clear(&mut spares.input);
     }
 }
 
+/// The context for one callback: replies go to `out`, encoded as the
+/// connection's socket type and framing want.
 fn context<'a>(
     id: ConnId,
     peer: Option<PeerCred>,
@@ -427,12 +420,53 @@ fn context<'a>(
             limit,
         }
     };
-    Context {
-        id,
-        peer,
-        outbox,
-        spare,
-        close: false,
-        sent: 0,
+    Context::new(id, peer, outbox, spare)
+}
+
+/// Hands decoded frames to the handler one by one, counting them and
+/// noting when it asks to close (which stops delivery).
+struct Delivery<'a> {
+    id: ConnId,
+    peer: Option<PeerCred>,
+    limits: &'a Limits,
+    out: &'a mut Buffer,
+    spare: &'a mut Vec<u8>,
+    tally: Tally,
+    close: bool,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(
+        id: ConnId,
+        peer: Option<PeerCred>,
+        limits: &'a Limits,
+        out: &'a mut Buffer,
+        spare: &'a mut Vec<u8>,
+    ) -> Delivery<'a> {
+        Delivery {
+            id,
+            peer,
+            limits,
+            out,
+            spare,
+            tally: Tally::default(),
+            close: false,
+        }
+    }
+
+    /// One frame to the handler; `false` once it asked to close.
+    fn deliver<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        state: &mut H::State,
+        frame: Frame<'_>,
+    ) -> bool {
+        let mut cx = context(self.id, self.peer, self.limits, self.out, self.spare);
+        handler.frame(state, frame, &mut cx);
+        let (close, sent) = cx.outcome();
+        self.tally.frames_in += 1;
+        self.tally.frames_out += sent;
+        self.close = close;
+        !close
     }
 }

@@ -1,14 +1,15 @@
 //! The handler API: what an embedding application implements to see whole
 //! frames and answer them. [`Echo`] is the built-in handler.
+//!
+//! This layer depends on no part of the server: a [`Context`] only fills
+//! an outbox, and the server writes it once the callback returns.
 
 use std::fmt;
 
 use socket2::SockAddr;
 
-use crate::buffer::Buffer;
-use crate::codec::{self, Frame};
-use crate::config::Framing;
-pub use crate::sys::PeerCred;
+use crate::codec::Frame;
+use crate::outbox::{Outbox, SendError};
 
 /// Identifies a connection for as long as it is open. Ids are reused after
 /// a connection closes (they are slab keys).
@@ -18,6 +19,25 @@ pub struct ConnId(pub usize);
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
+    }
+}
+
+/// Credentials of a peer process, as the kernel reported them
+/// (`SO_PEERCRED` for a connection, `SCM_CREDENTIALS` for a datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Process id of the peer (when it connected or sent).
+    pub pid: i32,
+    /// Effective user id of the peer.
+    pub uid: u32,
+    /// Effective group id of the peer.
+    pub gid: u32,
+}
+
+impl fmt::Display for PeerCred {
+    /// `pid=1 uid=2 gid=3`, as the server's log lines name a peer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pid={} uid={} gid={}", self.pid, self.uid, self.gid)
     }
 }
 
@@ -43,7 +63,8 @@ impl fmt::Display for ConnId {
 /// impl Handler for Upper {
 ///     type State = ();
 ///     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
-///         cx.send(&frame.payload().to_ascii_uppercase());
+///         // A line always fits: only a length frame over 4 GiB cannot.
+///         let _ = cx.send(&frame.payload().to_ascii_uppercase());
 ///     }
 /// }
 ///
@@ -61,6 +82,11 @@ impl fmt::Display for ConnId {
 pub trait Handler {
     /// Per-connection state, created with `Default` on accept.
     type State: Default;
+
+    /// Whether [`Context::peer`] is wanted. The server asks the kernel for
+    /// a connection's credentials (one `getsockopt` per accept) only when
+    /// this is `true` or an allow-list is set; [`Echo`] says `false`.
+    const PEER_CREDENTIALS: bool = true;
 
     /// A connection was accepted (and passed the credential check).
     fn open(&mut self, state: &mut Self::State, cx: &mut Context<'_>) {
@@ -83,41 +109,50 @@ pub struct Echo;
 
 impl Handler for Echo {
     type State = ();
+    const PEER_CREDENTIALS: bool = false;
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
-        cx.send_wire(frame.wire());
+        // A received frame always fits back on the wire it came from.
+        let _ = cx.send_wire(frame.wire());
     }
-}
-
-/// Where a [`Context`] puts replies.
-pub(crate) enum Outbox<'a> {
-    /// A byte stream, encoded by `framing`; `limit` is `out`'s growth
-    /// limit (see [`Buffer::push`]).
-    Stream {
-        out: &'a mut Buffer,
-        framing: Framing,
-        limit: usize,
-    },
-    /// A connected message socket: each reply is one message, stored as a
-    /// record (`u32` length in native order, then the bytes).
-    Messages { out: &'a mut Buffer, limit: usize },
-    /// A datagram socket: each reply is one datagram to `to`.
-    Datagrams {
-        queue: &'a mut crate::server::dgram::ReplyQueue,
-        to: &'a SockAddr,
-    },
 }
 
 /// A handler's view of its connection while it handles one event.
 pub struct Context<'a> {
-    pub(crate) id: ConnId,
-    pub(crate) peer: Option<PeerCred>,
-    pub(crate) outbox: Outbox<'a>,
-    pub(crate) spare: &'a mut Vec<u8>,
+    id: ConnId,
+    peer: Option<PeerCred>,
+    outbox: Outbox<'a>,
+    /// The server's spare allocation, lent to an output buffer that needs
+    /// memory (see [`crate::buffer`]).
+    spare: &'a mut Vec<u8>,
     /// Set by [`close`](Self::close).
-    pub(crate) close: bool,
-    /// Replies sent during this event.
-    pub(crate) sent: u64,
+    close: bool,
+    /// Replies queued during this event.
+    sent: u64,
+}
+
+impl<'a> Context<'a> {
+    /// The context for one callback on connection `id`.
+    pub(crate) fn new(
+        id: ConnId,
+        peer: Option<PeerCred>,
+        outbox: Outbox<'a>,
+        spare: &'a mut Vec<u8>,
+    ) -> Context<'a> {
+        Context {
+            id,
+            peer,
+            outbox,
+            spare,
+            close: false,
+            sent: 0,
+        }
+    }
+
+    /// What the callback asked for: `(close, replies queued)`.
+    pub(crate) fn outcome(&self) -> (bool, u64) {
+        (self.close, self.sent)
+    }
 }
 
 impl Context<'_> {
@@ -128,7 +163,8 @@ impl Context<'_> {
 
     /// The peer's credentials as the kernel reported them (SO_PEERCRED for
     /// connections, SCM_CREDENTIALS for each datagram); `None` where the
-    /// kernel gave none.
+    /// kernel gave none, or the handler said it wants none
+    /// ([`Handler::PEER_CREDENTIALS`]).
     pub fn peer(&self) -> Option<PeerCred> {
         self.peer
     }
@@ -144,60 +180,53 @@ impl Context<'_> {
     /// Bytes of replies waiting to be written on this connection. A handler
     /// that produces more output than it receives can check it.
     pub fn pending(&self) -> usize {
-        match &self.outbox {
-            Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
-            Outbox::Datagrams { queue, .. } => queue.bytes(),
-        }
+        self.outbox.pending()
     }
 
-    /// Sends `payload` as one frame: with a `\n` for line framing, behind a
-    /// length header for length framing, as one message on seqpacket and
-    /// dgram sockets. A length-framed payload over 4 GiB cannot be encoded
-    /// and closes the connection instead.
-    pub fn send(&mut self, payload: &[u8]) {
-        match &mut self.outbox {
-            Outbox::Stream {
-                out,
-                framing: Framing::Line,
-                limit,
-            } => {
-                out.push(payload, *limit, self.spare);
-                out.push(b"\n", *limit, self.spare);
-            }
-            Outbox::Stream {
-                out,
-                framing: Framing::Length,
-                limit,
-            } => match codec::length_header(payload.len()) {
-                Ok(header) => {
-                    out.push(&header, *limit, self.spare);
-                    out.push(payload, *limit, self.spare);
-                }
-                Err(_) => {
-                    self.close = true;
-                    return;
-                }
-            },
-            _ => return self.send_wire(payload),
-        }
+    /// Queues `payload` as one frame: with a `\n` for line framing, behind
+    /// a length header for length framing, as one message on seqpacket and
+    /// dgram sockets. The server writes it once the callback returns.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] for a payload over 4 GiB - 1 on length
+    /// framing or a message socket, which no frame can carry; nothing is
+    /// queued and the connection goes on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use uds_reactor::{Context, Frame, Handler};
+    ///
+    /// struct Greeter;
+    ///
+    /// impl Handler for Greeter {
+    ///     type State = ();
+    ///     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
+    ///         if cx.send(b"hello").and_then(|()| cx.send(frame.payload())).is_err() {
+    ///             cx.close();
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn send(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.outbox.send(payload, self.spare)?;
         self.sent += 1;
+        Ok(())
     }
 
-    /// Sends `bytes` verbatim: no framing is added on a stream; one message
-    /// on seqpacket and dgram sockets. [`Echo`] uses it to return frames
-    /// exactly as they came.
-    pub fn send_wire(&mut self, bytes: &[u8]) {
-        match &mut self.outbox {
-            Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, self.spare),
-            Outbox::Messages { out, limit } => {
-                // Messages over 4 GiB do not exist on Unix sockets.
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                out.push(&len.to_ne_bytes(), *limit, self.spare);
-                out.push(&bytes[..len as usize], *limit, self.spare);
-            }
-            Outbox::Datagrams { queue, to } => queue.push(to, bytes),
-        }
+    /// Queues `bytes` verbatim: no framing is added on a stream; one
+    /// message on seqpacket and dgram sockets. [`Echo`] uses it to return
+    /// frames exactly as they came.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::TooLarge`] for a message over 4 GiB - 1 on a message
+    /// socket; nothing is queued.
+    pub fn send_wire(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+        self.outbox.send_wire(bytes, self.spare)?;
         self.sent += 1;
+        Ok(())
     }
 
     /// Closes the connection once the replies sent so far are written; no

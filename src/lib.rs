@@ -30,7 +30,8 @@
 //! impl Handler for Count {
 //!     type State = ();
 //!     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
-//!         cx.send(frame.payload().len().to_string().as_bytes());
+//!         // Fails only for a frame no length field can carry (over 4 GiB).
+//!         let _ = cx.send(frame.payload().len().to_string().as_bytes());
 //!     }
 //! }
 //!
@@ -65,16 +66,34 @@ pub mod error;
 pub mod fuzzing;
 pub mod handler;
 pub mod load;
+mod outbox;
 pub mod server;
 pub mod stats;
-pub mod sys;
+mod sys;
 
 pub use codec::{Frame, FrameError};
 pub use config::{Address, Config, Framing, Group, SocketType};
 pub use error::Error;
 pub use handler::{ConnId, Context, Echo, Handler, PeerCred};
+pub use outbox::SendError;
 pub use server::{Handle, Server};
 pub use stats::Stats;
+
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its hard
+/// limit and returns the soft limit now in force (the old one if raising
+/// was refused).
+///
+/// This changes process-wide state, so the library never does it by
+/// itself: building a [`Server`] only reads the limit (for the default
+/// [`Config::max_connections`]). The `uds-reactor` binary calls it at
+/// start, as SPEC says a daemon should; an embedding program decides.
+///
+/// # Errors
+///
+/// `getrlimit` failing.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    sys::raise_nofile_limit()
+}
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -18,13 +18,17 @@
 //!        ├─ ok / EAGAIN / EPROTOTYPE ─> InUse (kept)      │
 //!        ├─ ECONNREFUSED ─> stale: unlink if same inode ──┤
 //!        └─ other (EACCES, ...) ─> Io("connect")          v
-//! bind ─> chmod mode ─> lchown group ─> listen ─> record dev+ino ─> unlock
+//! fchmod socket ─> bind ─> record dev+ino ─> chmod mode ─> lchown group ─> listen ─> unlock
 //! ```
 //!
-//! Mode and group are in place before `listen`, so no peer connects to a
-//! socket wider than `--mode`, whatever the umask. A failure after `bind`
-//! removes the file again. At shutdown [`remove_socket_file`] unlinks the
-//! file only if it still has the recorded device and inode.
+//! Linux creates the file with the socket inode's mode less the umask, so
+//! the `fchmod` before `bind` keeps the file from ever being wider than
+//! `--mode` (the `chmod` after it only widens a umask-narrowed file to the
+//! exact mode). Mode and group are in place before `listen`, so no peer
+//! connects to a socket wider than `--mode`. A failure after `bind`
+//! removes the file again. The file's ownership is then a value, a
+//! [`SocketFile`], whose `Drop` unlinks the file only if it still has the
+//! recorded device and inode: every exit path, error or not, cleans up.
 //!
 //! Submodules: `socket_file` (the protocol above, groups, addresses) and
 //! `systemd` (socket activation, readiness notification).
@@ -37,26 +41,19 @@ mod tests;
 use std::io::{self, IoSlice};
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::ptr;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::SocketType;
+use crate::handler::PeerCred;
 
-pub use socket_file::{bind, local_address, remove_socket_file, resolve_group, unix_addr};
+#[cfg(test)]
+pub use socket_file::resolve_group;
+pub use socket_file::{bind, local_address, unix_addr, SocketFile};
+#[cfg(test)]
+use systemd::notify_to;
 pub use systemd::{inherited_listener, notify};
-
-/// Credentials of a peer process (`SO_PEERCRED` or `SCM_CREDENTIALS`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PeerCred {
-    /// Process id of the peer (when it connected or sent).
-    pub pid: i32,
-    /// Effective user id of the peer.
-    pub uid: u32,
-    /// Effective group id of the peer.
-    pub gid: u32,
-}
 
 /// Device and inode of a socket file we created, to remove it only if it is
 /// still ours.
@@ -74,9 +71,9 @@ pub struct Bound {
     /// Nonblocking, close-on-exec. Listening for stream/seqpacket, merely
     /// bound for dgram.
     pub socket: Socket,
-    /// The file we created and its identity; `None` for abstract addresses
-    /// and inherited sockets.
-    pub file: Option<(PathBuf, FileId)>,
+    /// The file we created, removed when this guard drops if it is still
+    /// ours; `None` for abstract addresses and inherited sockets.
+    pub file: Option<SocketFile>,
 }
 
 /// One datagram received by [`recv_dgram`].
@@ -84,6 +81,8 @@ pub struct Bound {
 pub struct Datagram {
     /// Bytes copied into the buffer.
     pub len: usize,
+    /// The datagram's real length (more than `len` when truncated).
+    pub full_len: usize,
     /// The datagram was longer than the buffer; the rest is lost.
     pub truncated: bool,
     /// The sender's address; `None` when it is unbound (cannot be answered).
@@ -119,6 +118,22 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
             ),
         }
     }
+    Ok(limit.rlim_cur)
+}
+
+/// The soft `RLIMIT_NOFILE` now in force (read only: raising it is the
+/// embedding program's choice, see [`raise_nofile_limit`]).
+///
+/// # Errors
+///
+/// `getrlimit` failing.
+pub fn nofile_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit for the call's duration.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) })?;
     Ok(limit.rlim_cur)
 }
 
@@ -193,15 +208,16 @@ pub fn accept(listener: &Socket) -> io::Result<Socket> {
     Ok(Socket::from(unsafe { OwnedFd::from_raw_fd(fd) }))
 }
 
-/// Receives one message from a seqpacket socket: `(bytes copied, whether
-/// the message was longer than buf)`. `(0, false)` is EOF. Retries on `EINTR`.
+/// Receives one message from a seqpacket socket: `(bytes copied, the
+/// message's real length)`; the message was truncated when the second is
+/// larger. `(0, 0)` is EOF. Retries on `EINTR`.
 ///
 /// # Errors
 ///
 /// `recvmsg`'s error (`WouldBlock` when nothing is queued).
-pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
     let got = recvmsg(sock, buf, None, false)?;
-    Ok((got.len, got.truncated))
+    Ok((got.len, got.full_len))
 }
 
 /// Receives one datagram with its sender's address and, if `want_cred`
@@ -224,6 +240,7 @@ pub fn recv_dgram(sock: &Socket, buf: &mut [u8], want_cred: bool) -> io::Result<
         .then(|| unsafe { SockAddr::new(storage, name_len) });
     Ok(Datagram {
         len: got.len,
+        full_len: got.full_len,
         truncated: got.truncated,
         from,
         cred: got.cred,
@@ -275,7 +292,10 @@ pub fn fit_send_buffer(sock: &Socket, max_msg: usize) -> io::Result<usize> {
 
 /// What one `recvmsg` gave.
 struct Received {
+    /// Bytes copied into the buffer.
     len: usize,
+    /// The message's real length (`MSG_TRUNC` asks the kernel for it).
+    full_len: usize,
     truncated: bool,
     name_len: libc::socklen_t,
     cred: Option<PeerCred>,
@@ -318,8 +338,10 @@ fn recvmsg(
         }
         // SAFETY: every pointer in `msg` is null or points to a live,
         // writable buffer of the length given beside it; the socket is
-        // borrowed, so open, for the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        // borrowed, so open, for the call. MSG_TRUNC only changes the
+        // value returned (the real length), never what is written.
+        let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_TRUNC;
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -329,7 +351,8 @@ fn recvmsg(
         }
         let cred = if want_cred { parse_control(&msg) } else { None };
         return Ok(Received {
-            len: n as usize,
+            len: (n as usize).min(buf.len()),
+            full_len: n as usize,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
             name_len: msg.msg_namelen,
             cred,

@@ -267,7 +267,7 @@ impl Handler for Addressed {
             String::from_utf8_lossy(frame.payload()),
             to.map(|p| p.display().to_string()).unwrap_or_default()
         );
-        cx.send(reply.as_bytes());
+        cx.send(reply.as_bytes()).expect("a short reply fits");
     }
 }
 

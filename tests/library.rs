@@ -101,11 +101,12 @@ impl Handler for Count {
     fn frame(&mut self, lines: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
         *lines += 1;
         if frame.payload() == b"bye" {
-            cx.send(b"ciao");
+            cx.send(b"ciao").expect("a short reply fits");
             cx.close();
             return;
         }
-        cx.send(frame.payload().len().to_string().as_bytes());
+        cx.send(frame.payload().len().to_string().as_bytes())
+            .expect("a short reply fits");
     }
 
     fn close(&mut self, lines: u64, id: ConnId, peer: Option<PeerCred>) {
@@ -269,7 +270,7 @@ impl Handler for WhoAmI {
             None => "unknown".into(),
         };
         // Line framing: `send` adds the `\n`.
-        cx.send(reply.as_bytes());
+        cx.send(reply.as_bytes()).expect("a short reply fits");
     }
 }
 

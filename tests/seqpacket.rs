@@ -267,8 +267,9 @@ impl Handler for ReverseAndCount {
         assert!(cx.reply_to().is_none(), "connections have no reply address");
         let mut reversed = frame.payload().to_vec();
         reversed.reverse();
-        cx.send(&reversed);
-        cx.send(format!("{} #{seen}", frame.payload().len()).as_bytes());
+        cx.send(&reversed).expect("a short reply fits");
+        cx.send(format!("{} #{seen}", frame.payload().len()).as_bytes())
+            .expect("a short reply fits");
     }
 }
 
@@ -342,9 +343,9 @@ impl Handler for WithEmpty {
     type State = ();
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
-        cx.send(b"");
-        cx.send(frame.payload());
-        cx.send(b"end");
+        cx.send(b"").expect("a short reply fits");
+        cx.send(frame.payload()).expect("a short reply fits");
+        cx.send(b"end").expect("a short reply fits");
     }
 }
 

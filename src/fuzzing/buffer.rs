@@ -28,7 +28,7 @@ pub fn buffer(data: &[u8]) {
     let mut input = Input::new(data);
     let limits = [buffer_limit(input.byte()), buffer_limit(input.byte())];
     let mut bufs = [Buffer::new(), Buffer::new()];
-    let mut models = [VecDeque::new(), VecDeque::new()];
+    let mut models: [VecDeque<u8>; 2] = [VecDeque::new(), VecDeque::new()];
     // Per buffer: the most capacity it may hold until it next empties.
     let mut allowed = [0usize; 2];
     let mut spare: Vec<u8> = Vec::new();

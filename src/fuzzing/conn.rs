@@ -66,7 +66,7 @@ pub fn conn(data: &[u8]) {
     // The fake clock: a fixed base plus the offsets the input asks for.
     let now = Instant::now();
     let mut t = Driver {
-        conn: Conn::new(&limits, None, now),
+        conn: Conn::new(&limits, None, now, ()),
         model: Model::new(&limits, now),
         now,
         spares: Spares::default(),

@@ -300,7 +300,7 @@ impl Slot {
                 Err(e) => return Err(self.io("read", e)),
             };
             let k = self.base + self.read / len as u64;
-            if n != len || truncated {
+            if n != len || truncated > n {
                 return Err(LoadError::Length {
                     conn: self.id,
                     message: k,

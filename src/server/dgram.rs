@@ -1,47 +1,47 @@
-//! The datagram side: one bound socket, each datagram a frame answered to
-//! its sender, replies queued (bounded by `--max-buffer`) when the
+//! The datagram endpoint: one bound socket, each datagram a frame answered
+//! to its sender; replies queue (bounded by `--max-buffer`) while the
 //! receiver is full.
 //!
-//! A datagram socket gets no "writable again" event after a send to a full
-//! receiver fails (the receiver's queue is not ours), so queued replies are
-//! retried on a short timer. While the queue is over its limit nothing is
-//! read: blocking senders slow down instead of replies being lost.
+//! The handler fills a plain queue ([`Datagrams`]) and the endpoint sends
+//! it once the callback returns: write eagerly, then wait. A datagram
+//! socket gets no "writable again" event after a send to a full receiver
+//! fails (the receiver's queue is not ours), so queued replies are retried
+//! on a short timer. While the queue is over its limit nothing is read:
+//! blocking senders slow down instead of replies being lost.
 //!
 //! The queue is one FIFO for every sender: a bound sender that never reads
 //! its replies holds up the others once the queue is full, as it would
 //! hold up a blocking server. Datagrams that cannot be answered (longer
 //! than `--max-frame`, from an unbound sender, refused by the credential
-//! check) are dropped, counted, and logged at warn at most once a second
-//! per kind, with the sender's pid/uid/gid: `SO_PASSCRED` is always on so
-//! the kernel attaches them.
+//! check) are dropped, counted, and logged at most once a second per
+//! kind, with the sender's pid/uid/gid: `SO_PASSCRED` is always on so the
+//! kernel attaches them.
 
-use std::collections::VecDeque;
 use std::io;
-use std::mem;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
+use mio::event::Event;
 use socket2::{SockAddr, Socket};
 
-use super::RateLimited;
+use super::logging::{RateLimited, Who};
+use super::Core;
 use crate::codec::Frame;
 use crate::config::Config;
 use crate::error::Error;
-use crate::handler::{ConnId, Context, Handler, Outbox};
+use crate::handler::{ConnId, Context, Handler};
+use crate::outbox::{Datagrams, Outbox};
 use crate::stats::Stats;
-use crate::sys::{self, PeerCred};
+use crate::sys;
 
 /// Datagrams read per turn before the loop polls again.
 const READS_PER_TURN: usize = 64;
 /// How soon queued replies are retried after a receiver was full.
 const RETRY: Duration = Duration::from_millis(2);
-/// What a queued reply costs besides its payload (address, box, slot), so
-/// that `--max-buffer` bounds memory even for empty datagrams.
-const ENTRY_COST: usize = mem::size_of::<(SockAddr, Box<[u8]>)>();
 
 /// Raises `sock`'s send buffer so messages up to `max_frame` can be sent,
 /// and warns if the system caps it lower (`net.core.wmem_max`).
-pub(crate) fn fit_messages(sock: &Socket, max_frame: usize) {
+pub(super) fn fit_messages(sock: &Socket, max_frame: usize) {
     match sys::fit_send_buffer(sock, max_frame) {
         Ok(room) if room < max_frame => warn!(
             "--max-frame {max_frame} exceeds the longest message the socket send buffer allows ({room} bytes; raise net.core.wmem_max): longer replies cannot be sent"
@@ -51,113 +51,18 @@ pub(crate) fn fit_messages(sock: &Socket, max_frame: usize) {
     }
 }
 
-/// Replies waiting for their receivers. Owns the socket so a reply is sent
-/// at once when nothing is queued ahead of it, and copied only when it
-/// must wait.
-#[derive(Debug)]
-pub(crate) struct ReplyQueue {
+/// The datagram socket, its reply queue and the handler's state for it.
+pub(super) struct Dgram<S> {
     sock: Socket,
-    pending: VecDeque<(SockAddr, Box<[u8]>)>,
-    /// Payload bytes in `pending`.
-    bytes: usize,
-    sent_bytes: u64,
-    dropped: u64,
-}
-
-impl ReplyQueue {
-    /// Bytes of replies waiting.
-    pub(crate) fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Memory the waiting replies hold, payload and bookkeeping: what
-    /// `--max-buffer` limits.
-    fn cost(&self) -> usize {
-        self.bytes + self.pending.len() * ENTRY_COST
-    }
-
-    /// Sends `data` to `to` now if nothing waits ahead of it, else queues it.
-    pub(crate) fn push(&mut self, to: &SockAddr, data: &[u8]) {
-        if self.pending.is_empty() {
-            match send(
-                &self.sock,
-                to,
-                data,
-                &mut self.sent_bytes,
-                &mut self.dropped,
-            ) {
-                Sent::Done => return,
-                Sent::Blocked => {}
-            }
-        }
-        self.bytes += data.len();
-        self.pending.push_back((to.clone(), data.into()));
-    }
-
-    /// Sends queued replies in order until one blocks.
-    fn flush(&mut self) {
-        while let Some((to, data)) = self.pending.front() {
-            match send(
-                &self.sock,
-                to,
-                data,
-                &mut self.sent_bytes,
-                &mut self.dropped,
-            ) {
-                Sent::Done => {
-                    self.bytes -= data.len();
-                    self.pending.pop_front();
-                }
-                Sent::Blocked => return,
-            }
-        }
-    }
-}
-
-/// Sends one reply; counts what was sent or dropped.
-fn send(
-    sock: &Socket,
-    to: &SockAddr,
-    data: &[u8],
-    sent_bytes: &mut u64,
-    dropped: &mut u64,
-) -> Sent {
-    loop {
-        match sock.send_to_with_flags(data, to, libc::MSG_NOSIGNAL) {
-            Ok(n) => {
-                *sent_bytes += n as u64;
-                return Sent::Done;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Blocked,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                // The sender went away (ECONNREFUSED, ENOENT): nobody
-                // is left to answer.
-                debug!("reply to {}: {e}; dropped", show(to));
-                *dropped += 1;
-                return Sent::Done;
-            }
-        }
-    }
-}
-
-enum Sent {
-    Done,
-    Blocked,
-}
-
-/// The datagram socket and its handler state.
-pub(crate) struct Dgram<S> {
-    queue: ReplyQueue,
+    queue: Datagrams,
     state: S,
     /// Datagrams may be waiting (an edge was seen and not drained).
     readable: bool,
     /// False once shutdown began.
     reading: bool,
+    /// Queued replies are retried then.
     retry_at: Option<Instant>,
-    max_frame: usize,
     max_buffer: usize,
-    config: Config,
     /// One warning a second per kind of dropped datagram.
     oversized_log: RateLimited,
     unbound_log: RateLimited,
@@ -165,27 +70,25 @@ pub(crate) struct Dgram<S> {
 }
 
 impl<S: Default> Dgram<S> {
-    pub(crate) fn new(sock: Socket, config: &Config) -> Result<Dgram<S>, Error> {
+    /// The endpoint for `sock`, already registered.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if `SO_PASSCRED` cannot be set.
+    pub(super) fn new(sock: Socket, config: &Config) -> Result<Dgram<S>, Error> {
         // Always on: the credential check needs it, and so does naming the
         // sender of a dropped datagram in the log.
         sock.set_passcred(true)
             .map_err(|e| Error::io("setsockopt SO_PASSCRED", "datagram socket", e))?;
         fit_messages(&sock, config.max_frame);
         Ok(Dgram {
-            queue: ReplyQueue {
-                sock,
-                pending: VecDeque::new(),
-                bytes: 0,
-                sent_bytes: 0,
-                dropped: 0,
-            },
+            sock,
+            queue: Datagrams::new(config.max_buffer),
             state: S::default(),
             readable: true,
             reading: true,
             retry_at: None,
-            max_frame: config.max_frame,
             max_buffer: config.max_buffer,
-            config: config.clone(),
             oversized_log: RateLimited::default(),
             unbound_log: RateLimited::default(),
             rejected_log: RateLimited::default(),
@@ -194,132 +97,162 @@ impl<S: Default> Dgram<S> {
 }
 
 impl<S> Dgram<S> {
-    /// When queued replies should be retried.
-    pub(crate) fn retry_at(&self) -> Option<Instant> {
-        self.retry_at
+    /// The socket is readable (the only event it registers for).
+    pub(super) fn on_event(&mut self, event: &Event) {
+        self.readable |= event.is_readable() || event.is_error();
     }
 
     /// Whether reading can go on without waiting for an event.
-    pub(crate) fn has_work(&self) -> bool {
+    fn has_work(&self) -> bool {
         self.reading && self.readable && self.queue.cost() < self.max_buffer
     }
 
-    /// Whether no replies are waiting.
-    pub(crate) fn is_drained(&self) -> bool {
-        self.queue.pending.is_empty()
+    /// When the loop must wake: now while datagrams can be read, else when
+    /// queued replies are to be retried.
+    pub(super) fn wakeup(&self, now: Instant) -> Option<Instant> {
+        if self.has_work() {
+            Some(now)
+        } else {
+            self.retry_at
+        }
     }
 
-    pub(crate) fn stop_reading(&mut self) {
+    /// Whether no replies are waiting.
+    pub(super) fn is_drained(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Replies waiting.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Shutdown: read nothing more; queued replies are still sent.
+    pub(super) fn stop_reading(&mut self) {
         self.reading = false;
     }
 
-    /// Flushes due replies and reads (bounded) while the queue has room.
-    pub(crate) fn pump<H>(
-        &mut self,
-        now: Instant,
-        handler: &mut H,
-        scratch: &mut [u8],
-        stats: &mut Stats,
-        event: bool,
-    ) where
+    /// Sends due replies, then reads (bounded) while the queue has room.
+    pub(super) fn turn<H>(&mut self, core: &mut Core<H>, now: Instant)
+    where
         H: Handler<State = S>,
     {
-        self.readable |= event;
-        self.queue.flush();
-        let max = self.max_frame.min(scratch.len());
-        let mut spare = Vec::new();
+        self.flush(core);
         for _ in 0..READS_PER_TURN {
             if !self.has_work() {
                 break;
             }
-            let d = match sys::recv_dgram(&self.queue.sock, &mut scratch[..max], true) {
-                Ok(d) => d,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.readable = false;
-                    break;
+            let max = core.config.max_frame.min(core.scratch.len());
+            match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true) {
+                Ok(d) => {
+                    self.answer(&d, core, now);
+                    self.flush(core);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     warn!("receive datagram: {e}");
                     self.readable = false;
-                    break;
                 }
-            };
-            stats.bytes_in += d.len as u64;
-            let Some(from) = self.admit(&d, now, stats) else {
-                stats.dropped += 1;
-                continue;
-            };
-            stats.frames_in += 1;
-            let mut cx = Context {
-                id: ConnId(0),
-                peer: d.cred,
-                outbox: Outbox::Datagrams {
-                    queue: &mut self.queue,
-                    to: &from,
-                },
-                spare: &mut spare,
-                close: false,
-                sent: 0,
-            };
-            handler.frame(&mut self.state, Frame::raw(&scratch[..d.len]), &mut cx);
-            stats.frames_out += cx.sent;
+            }
         }
-        stats.bytes_out += mem::take(&mut self.queue.sent_bytes);
-        stats.dropped += mem::take(&mut self.queue.dropped);
-        self.retry_at = (!self.queue.pending.is_empty()).then(|| now + RETRY);
+        self.retry_at = (!self.queue.is_empty()).then(|| now + RETRY);
+    }
+
+    /// Hands one datagram to the handler, or drops it (counted) when it
+    /// cannot be answered.
+    fn answer<H>(&mut self, d: &sys::Datagram, core: &mut Core<H>, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        core.stats.bytes_in += d.full_len as u64;
+        let Some(from) = self.admit(d, core, now) else {
+            core.stats.dropped += 1;
+            return;
+        };
+        core.stats.frames_in += 1;
+        let outbox = Outbox::Datagrams {
+            queue: &mut self.queue,
+            to: &from,
+        };
+        let mut cx = Context::new(ConnId(0), d.cred, outbox, &mut core.spares.output);
+        let frame = Frame::raw(&core.scratch[..d.len]);
+        core.handler.frame(&mut self.state, frame, &mut cx);
+        core.stats.frames_out += cx.outcome().1;
     }
 
     /// The address to answer `d` at, or `None` (logged, rate-limited) when
-    /// it must be dropped: too long, no address, refused credentials.
-    fn admit(&mut self, d: &sys::Datagram, now: Instant, stats: &mut Stats) -> Option<SockAddr> {
-        let who = Who(d.cred);
+    /// it must be dropped: too long, refused credentials, no address.
+    fn admit<H: Handler>(
+        &mut self,
+        d: &sys::Datagram,
+        core: &mut Core<H>,
+        now: Instant,
+    ) -> Option<SockAddr> {
+        let (config, who) = (&core.config, Who(d.cred));
         if d.truncated {
             if let Some(n) = self.oversized_log.hit(now) {
                 warn!(
-                    "dropped a datagram longer than --max-frame {} from {who} ({n} in the last second)",
-                    self.max_frame
+                    "dropped a datagram of {} bytes, longer than --max-frame {}, from {who} ({n} in the last second)",
+                    d.full_len, config.max_frame
                 );
             }
             return None;
         }
-        if self.config.checks_credentials()
-            && !d.cred.is_some_and(|c| self.config.allows(c.uid, c.gid))
-        {
-            stats.rejected_cred += 1;
+        if config.checks_credentials() && !d.cred.is_some_and(|c| config.allows(c.uid, c.gid)) {
+            core.stats.rejected_cred += 1;
             if let Some(n) = self.rejected_log.hit(now) {
                 warn!("rejected a datagram from {who}: not in --allow-uid/--allow-gid ({n} in the last second)");
             }
             return None;
         }
-        let from = d.from.clone();
-        if from.is_none() {
+        if d.from.is_none() {
             if let Some(n) = self.unbound_log.hit(now) {
                 debug!("dropped a datagram from an unbound sender ({who}): no address to answer; the client must bind its socket ({n} in the last second)");
             }
         }
-        from
+        d.from.clone()
     }
 
-    /// Hands the state back to the handler.
-    pub(crate) fn finish<H>(self, handler: &mut H, stats: &mut Stats)
+    /// Sends queued replies in order until one blocks.
+    fn flush<H: Handler>(&mut self, core: &mut Core<H>) {
+        while let Some((to, data)) = self.queue.front() {
+            if send(&self.sock, to, data, &mut core.stats).is_break() {
+                return;
+            }
+            self.queue.pop(&mut core.spares.output);
+        }
+    }
+
+    /// The end: replies still queued are dropped (counted), and the state
+    /// goes back to the handler.
+    pub(super) fn finish<H>(self, core: &mut Core<H>)
     where
         H: Handler<State = S>,
     {
-        stats.dropped += self.queue.pending.len() as u64;
-        handler.close(self.state, ConnId(0), None);
+        core.stats.dropped += self.queue.len() as u64;
+        core.handler.close(self.state, ConnId(0), None);
     }
 }
 
-/// A sender's credentials for the log.
-struct Who(Option<PeerCred>);
-
-impl std::fmt::Display for Who {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(c) => write!(f, "pid={} uid={} gid={}", c.pid, c.uid, c.gid),
-            None => f.write_str("pid=? uid=? gid=?"),
+/// Sends one reply, counting what was sent or dropped; `Break` when the
+/// receiver is full (the reply stays queued).
+fn send(sock: &Socket, to: &SockAddr, data: &[u8], stats: &mut Stats) -> std::ops::ControlFlow<()> {
+    loop {
+        match sock.send_to_with_flags(data, to, libc::MSG_NOSIGNAL) {
+            Ok(n) => stats.bytes_out += n as u64,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return std::ops::ControlFlow::Break(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                // The sender went away (ECONNREFUSED, ENOENT): nobody is
+                // left to answer.
+                debug!("reply to {}: {e}; dropped", show(to));
+                stats.dropped += 1;
+            }
         }
+        return std::ops::ControlFlow::Continue(());
     }
 }
 

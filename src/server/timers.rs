@@ -1,49 +1,220 @@
-//! Deadlines for connections: a min-heap with lazy invalidation.
+//! Deadlines: an indexed min-heap, so a timer can be moved earlier or
+//! cancelled in O(log n), and a closed connection's timer goes with it.
 //!
 //! Activity only ever moves a connection's idle deadline later, so a busy
-//! connection costs nothing per event: its heap entry stays put, and when
-//! it comes due the loop finds the real deadline later and pushes it back
-//! once. An entry is live only while it matches the deadline its
-//! connection recorded (`scheduled`); anything else is stale and skipped.
-//! Cost per event is O(1); per expiry O(log n).
+//! connection costs nothing per event: its timer stays where it is, and
+//! when it fires the connection finds its real deadline later and is
+//! scheduled again once. Only an earlier deadline (the drain at shutdown)
+//! moves a timer. Memory follows the timers that are set: a cancelled one
+//! leaves nothing behind.
+//!
+//! ```text
+//! entries (slab, key = TimerKey):  [ (deadline, owner, heap index) ... ]
+//! heap (Vec of entry keys):        min-heap by deadline; entry.at == its index
+//! ```
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::time::Instant;
 
-/// Pending deadlines, keyed by slab key.
-#[derive(Debug, Default)]
-pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+use slab::Slab;
+
+/// Names one set timer, to move or cancel it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TimerKey(usize);
+
+#[derive(Debug)]
+struct Entry<T> {
+    deadline: Instant,
+    owner: T,
+    /// Position in `heap`. Invariant: `heap[at] == this entry's key`.
+    at: usize,
 }
 
-impl Timers {
-    /// Makes sure `key` is woken by `deadline`: pushes an entry only when
-    /// the currently scheduled one (if any) is later.
-    pub(crate) fn schedule(
-        &mut self,
-        key: usize,
-        deadline: Option<Instant>,
-        scheduled: &mut Option<Instant>,
-    ) {
-        if let Some(d) = deadline {
-            if scheduled.is_none_or(|s| d < s) {
-                self.heap.push(Reverse((d, key)));
-                *scheduled = Some(d);
+/// Pending deadlines, each with an owner (`T`: whom to call back).
+#[derive(Debug)]
+pub(crate) struct Timers<T> {
+    entries: Slab<Entry<T>>,
+    heap: Vec<usize>,
+}
+
+impl<T> Default for Timers<T> {
+    fn default() -> Self {
+        Timers {
+            entries: Slab::new(),
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Timers<T> {
+    /// Makes sure `owner` is woken by `deadline`: sets a timer in `slot` if
+    /// there is none, moves it earlier if it is later, else leaves it (a
+    /// later deadline is found when the earlier one fires).
+    pub(crate) fn schedule(&mut self, slot: &mut Option<TimerKey>, owner: T, deadline: Instant) {
+        match *slot {
+            Some(TimerKey(key)) => {
+                let entry = &mut self.entries[key];
+                if deadline < entry.deadline {
+                    entry.deadline = deadline;
+                    let at = entry.at;
+                    self.sift_up(at);
+                }
+            }
+            None => {
+                let key = self.entries.insert(Entry {
+                    deadline,
+                    owner,
+                    at: self.heap.len(),
+                });
+                self.heap.push(key);
+                self.sift_up(self.heap.len() - 1);
+                *slot = Some(TimerKey(key));
             }
         }
     }
 
-    /// The earliest entry's time (possibly stale: waking early is harmless).
-    pub(crate) fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
+    /// Cancels the timer in `slot`, if any.
+    pub(crate) fn cancel(&mut self, slot: &mut Option<TimerKey>) {
+        if let Some(TimerKey(key)) = slot.take() {
+            if let Some(entry) = self.entries.try_remove(key) {
+                self.remove_at(entry.at);
+            }
+        }
     }
 
-    /// Pops one entry due at `now`, as (deadline, key).
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize)> {
-        match self.heap.peek() {
-            Some(Reverse((t, _))) if *t <= now => self.heap.pop().map(|Reverse(e)| e),
-            _ => None,
+    /// The earliest deadline.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        self.heap.first().map(|&key| self.entries[key].deadline)
+    }
+
+    /// Removes and returns the owner of one timer due at `now`, with the
+    /// key it had (its owner's slot must be cleared).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
+        let &key = self.heap.first()?;
+        if self.entries[key].deadline > now {
+            return None;
         }
+        let entry = self.entries.remove(key);
+        self.remove_at(0);
+        Some((TimerKey(key), entry.owner))
+    }
+
+    /// Timers set.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Takes heap position `at` out, filling it with the last entry.
+    fn remove_at(&mut self, at: usize) {
+        self.heap.swap_remove(at);
+        if at < self.heap.len() {
+            self.entries[self.heap[at]].at = at;
+            self.sift_down(at);
+            self.sift_up(at);
+        }
+    }
+
+    fn deadline(&self, at: usize) -> Instant {
+        self.entries[self.heap[at]].deadline
+    }
+
+    fn swap(&mut self, a: usize, b: usize) {
+        self.heap.swap(a, b);
+        self.entries[self.heap[a]].at = a;
+        self.entries[self.heap[b]].at = b;
+    }
+
+    fn sift_up(&mut self, mut at: usize) {
+        while at > 0 {
+            let parent = (at - 1) / 2;
+            if self.deadline(parent) <= self.deadline(at) {
+                return;
+            }
+            self.swap(at, parent);
+            at = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut at: usize) {
+        loop {
+            let (left, right) = (2 * at + 1, 2 * at + 2);
+            let mut least = at;
+            if left < self.heap.len() && self.deadline(left) < self.deadline(least) {
+                least = left;
+            }
+            if right < self.heap.len() && self.deadline(right) < self.deadline(least) {
+                least = right;
+            }
+            if least == at {
+                return;
+            }
+            self.swap(at, least);
+            at = least;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Timers against a sorted list model, under a pseudo-random mix of
+    /// schedules, cancels and pops.
+    #[test]
+    fn matches_a_sorted_model() {
+        let base = Instant::now();
+        let mut timers = Timers::default();
+        let mut slots: Vec<Option<TimerKey>> = vec![None; 64];
+        let mut model: Vec<Option<Instant>> = vec![None; 64];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for step in 0..20_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let owner = (seed % 64) as usize;
+            let at = base + Duration::from_millis((seed >> 8) % 1000);
+            match (seed >> 40) % 4 {
+                0 | 1 => {
+                    timers.schedule(&mut slots[owner], owner, at);
+                    let m = &mut model[owner];
+                    *m = Some(m.map_or(at, |old| old.min(at)));
+                }
+                2 => {
+                    timers.cancel(&mut slots[owner]);
+                    model[owner] = None;
+                }
+                _ => {
+                    let now = base + Duration::from_millis(step % 1000);
+                    let due = model.iter().flatten().filter(|&&d| d <= now).min().copied();
+                    match timers.pop_due(now) {
+                        Some((key, o)) => {
+                            assert_eq!(slots[o], Some(key));
+                            assert_eq!(model[o], due, "the earliest due timer fires");
+                            slots[o] = None;
+                            model[o] = None;
+                        }
+                        None => assert_eq!(due, None, "nothing due is missed"),
+                    }
+                }
+            }
+            assert_eq!(timers.next(), model.iter().flatten().min().copied());
+            assert_eq!(timers.len(), model.iter().flatten().count());
+        }
+    }
+
+    #[test]
+    fn cancelled_timers_leave_nothing() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        for i in 0..1000 {
+            let mut slot = None;
+            timers.schedule(&mut slot, i, now + Duration::from_secs(600));
+            timers.cancel(&mut slot);
+            assert_eq!(slot, None);
+        }
+        assert_eq!(timers.len(), 0);
+        assert_eq!(timers.next(), None);
     }
 }

@@ -18,6 +18,7 @@ use socket2::{SockAddr, Socket};
 use super::{cvt, new_socket, retry, Bound, FileId};
 use crate::config::{Address, Config, Group, SocketType};
 use crate::error::Error;
+use std::path::PathBuf;
 
 /// How long [`bind`] and [`remove_socket_file`] wait for the directory lock.
 /// Holders keep it for a few syscalls; far longer means someone else holds
@@ -81,6 +82,9 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
     let _lock = lock_dir(dir);
     clear_stale(path, &addr, config.socket_type)?;
     let socket = new_socket(config.socket_type).map_err(|e| Error::io("socket", &shown, e))?;
+    // The file bind creates gets the socket inode's mode less the umask:
+    // narrowed first, it is never wider than --mode, not for an instant.
+    let socket = fchmod(socket, config.mode).map_err(|e| Error::io("fchmod", &shown, e))?;
     socket.bind(&addr).map_err(|e| bind_error(&shown, e))?;
     let id = match file_id(path) {
         Ok(id) => id,
@@ -95,8 +99,48 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
     }
     Ok(Bound {
         socket,
-        file: Some((path.to_path_buf(), id)),
+        file: Some(SocketFile {
+            path: path.to_path_buf(),
+            id,
+        }),
     })
+}
+
+/// Sets the mode of the socket's own inode (`fchmod`), through `File`,
+/// whose `set_permissions` is `fchmod` on its descriptor.
+fn fchmod(socket: Socket, mode: u32) -> io::Result<Socket> {
+    let file = File::from(std::os::fd::OwnedFd::from(socket));
+    let res = file.set_permissions(Permissions::from_mode(mode));
+    let socket = Socket::from(std::os::fd::OwnedFd::from(file));
+    res.map(|()| socket)
+}
+
+/// The socket file a server created: removed when dropped, but only if the
+/// path still names the same file (device and inode), so a newer server's
+/// socket is left alone.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    id: FileId,
+}
+
+impl SocketFile {
+    /// The device and inode it had when created.
+    #[cfg(test)]
+    pub fn id(&self) -> FileId {
+        self.id
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let shown = self.path.display();
+        match remove_socket_file(&self.path, self.id) {
+            Ok(true) => log::debug!("removed {shown}"),
+            Ok(false) => log::info!("left {shown} alone: it is no longer our socket"),
+            Err(e) => log::warn!("remove {shown}: {e}"),
+        }
+    }
 }
 
 /// Step 4 and 5 of the protocol: exact mode and group, then `listen`.
@@ -152,7 +196,8 @@ fn clear_stale(path: &Path, addr: &SockAddr, ty: SocketType) -> Result<(), Error
     }
 }
 
-/// Removes the socket file at `path` if it is still the one `id` names.
+/// Removes the socket file at `path` if it is still the one `id` names
+/// (what dropping a [`SocketFile`] does).
 ///
 /// Runs under the same directory lock as [`bind`]. Returns `Ok(true)` if the
 /// file was removed, `Ok(false)` if it is missing or is not ours any more (a
@@ -161,7 +206,7 @@ fn clear_stale(path: &Path, addr: &SockAddr, ty: SocketType) -> Result<(), Error
 /// # Errors
 ///
 /// The `lstat` or `unlink` error, other than "not found".
-pub fn remove_socket_file(path: &Path, id: FileId) -> io::Result<bool> {
+fn remove_socket_file(path: &Path, id: FileId) -> io::Result<bool> {
     let _lock = lock_dir(parent_dir(path));
     remove_if_ours(path, id)
 }

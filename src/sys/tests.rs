@@ -59,39 +59,71 @@ fn ids() -> (i32, u32, u32) {
     unsafe { (libc::getpid(), libc::geteuid(), libc::getegid()) }
 }
 
+/// The mode and group are exact under any umask, and the file is never
+/// wider than the mode. The umask is process state: this runs in a child
+/// process of its own (the test binary re-run for this test alone).
 #[test]
 fn mode_is_exact_whatever_the_umask() {
-    let dir = TempDir::new();
-    for (i, umask) in [0o077, 0o000].into_iter().enumerate() {
-        let path = dir.join(&format!("m{i}.sock"));
-        let mut config = config(&path, SocketType::Stream);
-        config.mode = 0o640;
-        // Our own egid needs no privilege to chown to.
-        let (_, _, gid) = ids();
-        config.group = Some(Group::Id(gid));
-        // SAFETY: umask only swaps the process's file-creation mask.
-        let old = unsafe { libc::umask(umask) };
-        let bound = bind(&config);
-        // SAFETY: as above; restores the previous mask.
-        unsafe { libc::umask(old) };
-        let bound = bound.expect("bind");
-        let meta = fs::symlink_metadata(&path).expect("stat");
-        assert!(meta.file_type().is_socket());
-        assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "umask {umask:o}");
-        assert_eq!(meta.gid(), gid);
-        assert_eq!(
-            bound.file,
-            Some((
-                path.clone(),
-                FileId {
-                    dev: meta.dev(),
-                    ino: meta.ino()
-                }
-            ))
-        );
-        assert!(bound.socket.nonblocking().expect("flags"));
-        UnixStream::connect(&path).expect("connect");
+    if let Some(umask) = std::env::var_os("UDS_SYS_UMASK_CHILD") {
+        let umask = u32::from_str_radix(&umask.to_string_lossy(), 8).expect("octal");
+        return umask_child(umask);
     }
+    for umask in ["077", "000"] {
+        let out = rerun("mode_is_exact_whatever_the_umask")
+            .env("UDS_SYS_UMASK_CHILD", umask)
+            .output()
+            .expect("spawn");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "umask {umask}: {stdout}");
+        assert!(stdout.contains("1 passed"), "child ran no test: {stdout}");
+    }
+}
+
+fn umask_child(umask: u32) {
+    // SAFETY: umask only swaps the file-creation mask of this process,
+    // which runs this one test and nothing else.
+    unsafe { libc::umask(umask as libc::mode_t) };
+    let dir = TempDir::new();
+    let path = dir.join("m.sock");
+    let mut config = config(&path, SocketType::Stream);
+    config.mode = 0o640;
+    // Our own egid needs no privilege to chown to.
+    let (_, _, gid) = ids();
+    config.group = Some(Group::Id(gid));
+    let bound = bind(&config).expect("bind");
+    let meta = fs::symlink_metadata(&path).expect("stat");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "umask {umask:o}");
+    assert_eq!(meta.gid(), gid);
+    let file = bound.file.as_ref().expect("a file of ours");
+    assert_eq!(file.id(), file_id(&path).expect("stat"));
+    assert!(bound.socket.nonblocking().expect("flags"));
+    UnixStream::connect(&path).expect("connect");
+    drop(bound);
+    assert!(!path.exists(), "the guard removes the file");
+}
+
+/// Leaves a stale socket file at `path`: bound, never listening, so a
+/// connect is refused even while a child forked by another test still
+/// holds a copy of the descriptor (a listener's copy would answer).
+fn stale_socket(path: &Path) {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).expect("socket");
+    socket
+        .bind(&socket2::SockAddr::unix(path).expect("addr"))
+        .expect("stale");
+}
+
+/// This test binary, set to run only `test` (a name in this module).
+fn rerun(test: &str) -> Command {
+    let name = module_path!()
+        .split_once("::")
+        .map_or("", |(_, m)| m)
+        .to_owned()
+        + "::"
+        + test;
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["--exact", &name, "--test-threads=1"]);
+    cmd
 }
 
 #[test]
@@ -116,7 +148,7 @@ fn live_socket_is_refused_and_kept() {
         let first = bind(&config(&path, ty)).expect("first bind");
         let err = bind(&config(&path, ty)).expect_err("second bind");
         assert!(matches!(err, Error::InUse(_)), "{ty}: {err}");
-        assert_eq!(first.file.as_ref().map(|(_, id)| *id), file_id(&path).ok());
+        assert_eq!(first.file.as_ref().map(SocketFile::id), file_id(&path).ok());
         live.push(first);
     }
     // A live socket of another type is in use too.
@@ -168,23 +200,35 @@ fn bad_paths_are_named() {
 fn removal_leaves_a_newer_socket_alone() {
     let dir = TempDir::new();
     let path = dir.join("r.sock");
-    let (_, old) = bind(&config(&path, SocketType::Stream))
+    let old = bind(&config(&path, SocketType::Stream))
         .expect("bind")
         .file
         .expect("file");
     // Moved, not unlinked: the old inode stays allocated, so the new
     // socket cannot reuse its number.
     fs::rename(&path, dir.join("moved.sock")).expect("rename");
-    let (_, new) = bind(&config(&path, SocketType::Stream))
+    fs::rename(dir.join("moved.sock"), dir.join("moved2.sock")).expect("rename");
+    let new = bind(&config(&path, SocketType::Stream))
         .expect("rebind")
         .file
         .expect("file");
-    assert_ne!(old, new);
-    assert!(!remove_socket_file(&path, old).expect("remove old"));
-    assert!(path.exists());
-    assert!(remove_socket_file(&path, new).expect("remove new"));
-    assert!(!path.exists());
-    assert!(!remove_socket_file(&path, new).expect("missing"));
+    assert_ne!(old.id(), new.id());
+    drop(old);
+    assert!(path.exists(), "the old guard leaves the newer socket alone");
+    drop(new);
+    assert!(!path.exists(), "the new guard removes its own");
+}
+
+#[test]
+fn a_failed_bind_leaves_no_file() {
+    let dir = TempDir::new();
+    let path = dir.join("g.sock");
+    let mut config = config(&path, SocketType::Stream);
+    // A gid we are not in: chown fails after bind (unless we are root).
+    config.group = Some(Group::Id(4242));
+    if bind(&config).is_err() {
+        assert!(!path.exists(), "the file made by bind is removed again");
+    }
 }
 
 #[test]
@@ -220,27 +264,27 @@ fn recv_msg_detects_truncation() {
     let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).expect("pair");
     let mut buf = [0; 4];
     send_nosignal(&a, b"0123456789").expect("send");
-    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (4, true));
+    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (4, 10));
     assert_eq!(&buf, b"0123");
     send_vectored_nosignal(&a, &[IoSlice::new(b"ab"), IoSlice::new(b"c")]).expect("send");
-    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (3, false));
+    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (3, 3));
     drop(a);
-    assert_eq!(recv_msg(&b, &mut buf).expect("eof"), (0, false));
+    assert_eq!(recv_msg(&b, &mut buf).expect("eof"), (0, 0));
 }
 
 #[test]
 fn recv_dgram_gives_sender_and_cred() {
     let dir = TempDir::new();
     let path = dir.join("d.sock");
-    let server = bind(&config(&path, SocketType::Dgram))
-        .expect("bind")
-        .socket;
+    // Kept whole: dropping the bound socket's file guard removes the file.
+    let bound = bind(&config(&path, SocketType::Dgram)).expect("bind");
+    let server = &bound.socket;
     server.set_passcred(true).expect("passcred");
     let mut buf = [0; 64];
 
     let named = UnixDatagram::bind(dir.join("client.sock")).expect("client");
     named.send_to(b"hello", &path).expect("send");
-    let got = recv_dgram(&server, &mut buf, true).expect("recv");
+    let got = recv_dgram(server, &mut buf, true).expect("recv");
     assert_eq!((got.len, got.truncated), (5, false));
     let (pid, uid, gid) = ids();
     assert_eq!(got.cred, Some(PeerCred { pid, uid, gid }));
@@ -251,7 +295,7 @@ fn recv_dgram_gives_sender_and_cred() {
 
     let unnamed = UnixDatagram::unbound().expect("unbound");
     unnamed.send_to(&[7; 100], &path).expect("send");
-    let got = recv_dgram(&server, &mut buf, false).expect("recv");
+    let got = recv_dgram(server, &mut buf, false).expect("recv");
     assert_eq!(
         (got.len, got.truncated, got.from.is_none(), got.cred),
         (64, true, true, None)
@@ -262,7 +306,7 @@ fn recv_dgram_gives_sender_and_cred() {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
     let abstract_client = UnixDatagram::bind_addr(&addr).expect("abstract client");
     abstract_client.send_to(b"x", &path).expect("send");
-    let from = recv_dgram(&server, &mut buf, true)
+    let from = recv_dgram(server, &mut buf, true)
         .expect("recv")
         .from
         .expect("abstract sender");
@@ -276,14 +320,12 @@ fn notify_sends_one_datagram() {
     let dir = TempDir::new();
     let path = dir.join("notify.sock");
     let systemd = UnixDatagram::bind(&path).expect("bind");
-    std::env::set_var("NOTIFY_SOCKET", &path);
-    let sent = notify("READY=1");
-    std::env::remove_var("NOTIFY_SOCKET");
-    assert!(sent.expect("notify"));
+    notify_to(path.as_os_str(), "READY=1").expect("notify");
     let mut buf = [0; 16];
     assert_eq!(systemd.recv(&mut buf).expect("recv"), 7);
     assert_eq!(&buf[..7], b"READY=1");
-    assert!(!notify("STOPPING=1").expect("unset"));
+    let missing = dir.join("missing.sock");
+    assert!(notify_to(missing.as_os_str(), "STOPPING=1").is_err());
 }
 
 #[test]
@@ -330,7 +372,7 @@ fn simultaneous_binds_over_a_stale_socket_one_wins() {
         // the directory lock keeps one from removing a winner not yet
         // listening.
         let _ = fs::remove_file(&path);
-        drop(UnixListener::bind(&path).expect("stale"));
+        stale_socket(&path);
         let results: Vec<_> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..8)
                 .map(|_| s.spawn(|| bind(&config(&path, SocketType::Stream))))
@@ -345,7 +387,10 @@ fn simultaneous_binds_over_a_stale_socket_one_wins() {
             .iter()
             .all(|r| matches!(r, Ok(_) | Err(Error::InUse(_)))));
         let winner = results.into_iter().find_map(Result::ok).expect("winner");
-        assert_eq!(winner.file.as_ref().map(|(_, id)| *id), file_id(&path).ok());
+        assert_eq!(
+            winner.file.as_ref().map(SocketFile::id),
+            file_id(&path).ok()
+        );
     }
 }
 
@@ -360,15 +405,9 @@ fn socket_activation_takes_descriptor_3() {
     let path = dir.join("activated.sock");
     let listener = UnixListener::bind(&path).expect("listener");
     let fd = listener.as_raw_fd();
-    let name = module_path!()
-        .split_once("::")
-        .map_or("", |(_, m)| m)
-        .to_owned()
-        + "::socket_activation_takes_descriptor_3";
     for expect in ["stream", "dgram"] {
-        let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
-        cmd.args(["--exact", &name, "--test-threads=1"])
-            .env("UDS_SYS_ACTIVATION_CHILD", expect)
+        let mut cmd = rerun("socket_activation_takes_descriptor_3");
+        cmd.env("UDS_SYS_ACTIVATION_CHILD", expect)
             .env("LISTEN_FDS", "1")
             .env("LISTEN_FDNAMES", "test");
         // SAFETY: between fork and exec the closure only calls dup2 or
@@ -398,7 +437,12 @@ fn activation_child(want_dgram: bool) {
     std::env::set_var("LISTEN_PID", std::process::id().to_string());
     if want_dgram {
         let err = inherited_listener(SocketType::Dgram).expect_err("a stream socket");
-        assert!(err.to_string().contains("not a Unix dgram socket"), "{err}");
+        assert!(
+            err.to_string().contains(
+                "descriptor 3 is a Unix stream socket; --type dgram expects a Unix dgram socket"
+            ),
+            "{err}"
+        );
         return;
     }
     let socket = inherited_listener(SocketType::Stream)
@@ -406,9 +450,9 @@ fn activation_child(want_dgram: bool) {
         .expect("descriptor 3");
     assert_eq!(socket.as_raw_fd(), 3);
     assert!(socket.nonblocking().expect("flags"));
-    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
-        assert!(std::env::var_os(var).is_none(), "{var} left set");
-    }
+    // The environment is read, never edited: a flag keeps the descriptor
+    // from being taken twice.
+    assert!(std::env::var_os("LISTEN_FDS").is_some());
     assert_eq!(
         accept(&socket).err().map(|e| e.kind()),
         Some(io::ErrorKind::WouldBlock)

@@ -1,0 +1,310 @@
+//! The connection endpoint: a listener and its connections, in a slab
+//! whose key is the token, with the lists that carry work from one turn
+//! to the next.
+//!
+//! Admission lives in `accept`, the per-connection I/O in `pump`; this
+//! file holds the endpoint's state, its turn, and how connections end.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::unix::SourceFd;
+use mio::Registry;
+use slab::Slab;
+use socket2::Socket;
+
+use super::logging::{RateLimited, Who};
+use super::timers::{TimerKey, Timers};
+use super::{Core, ENDPOINT, FIRST_CONN};
+use crate::config::{Config, SocketType};
+use crate::conn::{CloseReason, Conn, Wants};
+use crate::handler::{ConnId, Handler};
+use crate::sys;
+
+/// Descriptors kept back from `--max-connections`'s default for the
+/// listener, poll, waker, signals, logging and the standard streams.
+const FD_RESERVE: u64 = 32;
+
+/// One connection's slab entry: its socket, its state machine and what the
+/// loop knows of its readiness.
+pub(super) struct Entry<S> {
+    pub(super) sock: Socket,
+    pub(super) conn: Conn<S>,
+    /// Interest currently registered with the poller.
+    pub(super) registered: Wants,
+    /// Input may be waiting: an edge was seen and not drained yet.
+    pub(super) readable: bool,
+    /// The peer shut down its side (RDHUP/HUP seen): a short read no longer
+    /// proves the socket drained, since the EOF behind the data brings no
+    /// new edge; read on until the zero-length read.
+    pub(super) read_closed: bool,
+    /// On the ready list already.
+    pub(super) queued: bool,
+    /// On the reap list already.
+    pub(super) reaping: bool,
+    /// The connection's deadline (idle or drain), if one is set.
+    pub(super) timer: Option<TimerKey>,
+}
+
+impl<S> Entry<S> {
+    pub(super) fn new(sock: Socket, conn: Conn<S>) -> Entry<S> {
+        Entry {
+            sock,
+            conn,
+            registered: Wants {
+                read: true,
+                write: false,
+            },
+            readable: false,
+            read_closed: false,
+            queued: false,
+            reaping: false,
+            timer: None,
+        }
+    }
+}
+
+/// The listener and its connections.
+pub(super) struct Connections<S> {
+    /// `None` once shutdown began (or an upgrade handed it over).
+    pub(super) listener: Option<Socket>,
+    pub(super) slab: Slab<Entry<S>>,
+    /// Connections with readiness left over (slab keys).
+    pub(super) ready: Vec<usize>,
+    /// Finished connections to close after the batch (slab keys).
+    pub(super) reap: Vec<usize>,
+    /// Idle and drain deadlines, owned by slab key.
+    pub(super) timers: Timers<usize>,
+    /// The listener may have connections waiting.
+    pub(super) accept_ready: bool,
+    /// Accepting is paused until then (out of descriptors).
+    pub(super) accept_paused: Option<Instant>,
+    pub(super) max_connections: usize,
+    /// One warning a second for failed accepts ...
+    pub(super) accept_log: RateLimited,
+    /// ... and, counted apart, for connections over the limit.
+    pub(super) limit_log: RateLimited,
+}
+
+impl<S> Connections<S> {
+    /// The endpoint for `listener`, already registered as [`ENDPOINT`].
+    pub(super) fn new(listener: Socket, config: &Config) -> Connections<S> {
+        if config.socket_type == SocketType::Seqpacket {
+            // Probed on the listener: accepted sockets are raised alike.
+            super::dgram::fit_messages(&listener, config.max_frame);
+        }
+        let nofile = sys::nofile_limit().unwrap_or(1024);
+        Connections {
+            listener: Some(listener),
+            slab: Slab::new(),
+            ready: Vec::new(),
+            reap: Vec::new(),
+            timers: Timers::default(),
+            accept_ready: false,
+            accept_paused: None,
+            max_connections: config
+                .max_connections
+                .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(1) as usize),
+            accept_log: RateLimited::default(),
+            limit_log: RateLimited::default(),
+        }
+    }
+
+    /// Connections open.
+    pub(super) fn len(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// Whether no connection is open.
+    pub(super) fn is_empty(&self) -> bool {
+        self.slab.is_empty()
+    }
+
+    /// When the loop must wake: now while work is left over, else at the
+    /// nearest deadline or the end of an accept pause.
+    pub(super) fn wakeup(&self, now: Instant) -> Option<Instant> {
+        if !self.ready.is_empty() || (self.accept_ready && self.accept_paused.is_none()) {
+            return Some(now);
+        }
+        [self.timers.next(), self.accept_paused]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Marks `key` to be worked again next turn (it has input left).
+    pub(super) fn mark_ready(ready: &mut Vec<usize>, entry: &mut Entry<S>, key: usize) {
+        if !entry.queued {
+            entry.queued = true;
+            ready.push(key);
+        }
+    }
+}
+
+impl<S> Connections<S> {
+    /// A readiness event: the listener's, or a connection's.
+    pub(super) fn on_event<H>(
+        &mut self,
+        event: &Event,
+        core: &mut Core<H>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<State = S>,
+    {
+        if event.token() == ENDPOINT {
+            self.accept_ready = true;
+            return;
+        }
+        let key = event.token().0 - FIRST_CONN;
+        let Some(entry) = self.slab.get_mut(key) else {
+            return; // stale: the connection closed in this batch
+        };
+        let read_closed = event.is_read_closed() || event.is_error();
+        entry.readable |= event.is_readable() || read_closed;
+        entry.read_closed |= read_closed;
+        if event.is_writable() {
+            self.flush(key, core, now);
+        }
+        self.work(key, core, registry, now);
+    }
+
+    /// The work after the events: accepts, leftovers, deadlines, reaping.
+    pub(super) fn turn<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        if self.accept_paused.is_some_and(|until| now >= until) {
+            self.accept_paused = None;
+            self.accept_ready = true;
+        }
+        if self.accept_ready && self.accept_paused.is_none() {
+            self.accept_batch(core, registry, now);
+        }
+        // By index, not `mem::take`: the list keeps its allocation. Keys
+        // queued again meanwhile land past `queued` and wait for next turn.
+        let queued = self.ready.len();
+        for i in 0..queued {
+            let key = self.ready[i];
+            if let Some(entry) = self.slab.get_mut(key) {
+                entry.queued = false;
+                self.work(key, core, registry, now);
+            }
+        }
+        self.ready.drain(..queued);
+        while let Some((_, key)) = self.timers.pop_due(now) {
+            let Some(entry) = self.slab.get_mut(key) else {
+                continue; // cannot happen: a closing connection cancels its timer
+            };
+            entry.timer = None;
+            entry
+                .conn
+                .handle_timeout(now, &core.limits, &mut core.spares);
+            self.settle(key, core, registry);
+        }
+        self.reap_finished(core);
+    }
+
+    /// Shutdown: stop accepting and reading, and give every connection
+    /// until its drain deadline to flush.
+    pub(super) fn shutdown<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        self.stop_listening(registry);
+        for key in 0..self.slab.capacity() {
+            if let Some(entry) = self.slab.get_mut(key) {
+                entry.conn.shutdown(now);
+                self.settle(key, core, registry);
+            }
+        }
+    }
+
+    /// Closes the listener: no more connections are accepted.
+    pub(super) fn stop_listening(&mut self, registry: &Registry) {
+        if let Some(listener) = self.listener.take() {
+            let _ = registry.deregister(&mut SourceFd(&listener.as_raw_fd()));
+        }
+        self.accept_ready = false;
+    }
+
+    /// Closes every connection still open (the end of a shutdown).
+    pub(super) fn close_all<H>(&mut self, core: &mut Core<H>)
+    where
+        H: Handler<State = S>,
+    {
+        for key in 0..self.slab.capacity() {
+            if let Some(entry) = self.slab.try_remove(key) {
+                self.close_entry(key, entry, core);
+            }
+        }
+    }
+
+    /// Closes the connections that finished during this turn.
+    fn reap_finished<H>(&mut self, core: &mut Core<H>)
+    where
+        H: Handler<State = S>,
+    {
+        if self.reap.is_empty() {
+            return;
+        }
+        let mut reap = std::mem::take(&mut self.reap);
+        for key in reap.drain(..) {
+            if let Some(entry) = self.slab.try_remove(key) {
+                self.close_entry(key, entry, core);
+            }
+        }
+        // Keep the allocation: no malloc per turn that closes something.
+        self.reap = reap;
+        // Descriptors came free: waiting connections can be accepted now,
+        // not only when the next one arrives.
+        if self.accept_paused.take().is_some() {
+            self.accept_ready = true;
+        }
+    }
+
+    /// Logs why `entry` ends, hands its state to the handler and closes it.
+    fn close_entry<H>(&mut self, key: usize, mut entry: Entry<S>, core: &mut Core<H>)
+    where
+        H: Handler<State = S>,
+    {
+        self.timers.cancel(&mut entry.timer);
+        let id = ConnId(key);
+        // Asked of the kernel only if a line names the peer: SO_PEERCRED
+        // still tells who connected, and Echo never asked at accept.
+        let who = || {
+            Who(entry
+                .conn
+                .peer()
+                .or_else(|| sys::peer_cred(entry.sock.as_fd()).ok()))
+        };
+        let stats = &mut core.stats;
+        match entry.conn.close_reason() {
+            Some(CloseReason::Frame(e)) => warn!("closing {id} ({}): {e}", who()),
+            Some(CloseReason::PartialAtEof(n)) => {
+                stats.dropped += 1;
+                info!(
+                    "{id} ({}) ended inside a frame: dropped {n} bytes of a partial frame",
+                    who()
+                );
+            }
+            Some(CloseReason::Idle) => {
+                stats.closed_idle += 1;
+                debug!("closing {id} ({}): idle", who());
+            }
+            Some(CloseReason::DrainTimeout) => warn!(
+                "closing {id} ({}): output not flushed within the drain timeout",
+                who()
+            ),
+            Some(CloseReason::Handler) => debug!("closing {id} ({}): handler asked", who()),
+            Some(CloseReason::Io) | None => debug!("closed {id}"),
+        }
+        stats.closed += 1;
+        stats.open -= 1;
+        entry.conn.finish(id, &mut core.handler, &mut core.spares);
+        // Closing the descriptor removes it from the epoll set.
+        drop(entry.sock);
+    }
+}

@@ -1,0 +1,157 @@
+//! The server's life around the loop: signals, the announcement once
+//! listening, shutdown (stop accepting, give up the socket file, drain),
+//! and the end (close what is left, log the counters).
+
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use mio::Interest;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+use super::{Endpoint, Server, SIGNALS};
+use crate::config::Address;
+use crate::error::Error;
+use crate::handler::Handler;
+use crate::stats::Stats;
+use crate::sys;
+
+impl<H: Handler> Server<H> {
+    /// Shuts down on SIGINT/SIGTERM/SIGHUP (a second one ends the drain at
+    /// once) and logs the counters on SIGUSR1, as the binary does. Without
+    /// it, only [`Handle::stop`](super::Handle::stop) stops the server.
+    /// The handlers are process-wide, so this is the embedding program's
+    /// choice to make.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if the handlers cannot be installed.
+    pub fn handle_signals(&mut self) -> Result<(), Error> {
+        // SIGHUP (the terminal went away) stops us like SIGTERM, leaving no
+        // stale file behind, unless it was ignored when we started (nohup).
+        let mut stopping = vec![SIGINT, SIGTERM, SIGUSR1];
+        if !sys::signal_ignored(SIGHUP) {
+            stopping.push(SIGHUP);
+        }
+        let mut signals =
+            Signals::new(stopping).map_err(|e| Error::io("install", "signal handlers", e))?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| Error::io("register", "signal handlers", e))?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    pub(super) fn take_signals(&mut self, now: Instant) {
+        let Some(signals) = self.signals.as_mut() else {
+            return;
+        };
+        let mut stop = false;
+        for signal in signals.pending() {
+            match signal {
+                SIGUSR1 => info!("{}", self.core.stats),
+                _ => stop = true,
+            }
+        }
+        if !stop {
+            return;
+        }
+        if self.draining.is_none() {
+            self.begin_shutdown(now);
+        } else {
+            // A second signal: the operator does not want to wait.
+            let n = self.endpoint.open();
+            warn!(
+                "second signal: exiting now without flushing {n} connection{}",
+                plural(n)
+            );
+            self.draining = Some(now);
+        }
+    }
+
+    /// Stop accepting and reading, remove the socket file, and give every
+    /// connection until the drain deadline to flush.
+    pub(super) fn begin_shutdown(&mut self, now: Instant) {
+        let n = self.endpoint.open();
+        info!(
+            "shutting down: flushing {n} connection{} for up to {:?}",
+            plural(n),
+            self.core.config.drain_timeout
+        );
+        self.draining = Some(now + self.core.config.drain_timeout);
+        self.stop_listening();
+        if let Endpoint::Connections(c) = &mut self.endpoint {
+            c.shutdown(&mut self.core, self.poll.registry(), now);
+        }
+        if self.core.config.systemd {
+            if let Err(e) = sys::notify("STOPPING=1") {
+                debug!("notify STOPPING=1: {e}");
+            }
+        }
+    }
+
+    /// No more connections or datagrams are taken; the socket file, if it
+    /// is still ours, is removed (dropping its guard does it).
+    fn stop_listening(&mut self) {
+        match &mut self.endpoint {
+            Endpoint::Connections(c) => c.stop_listening(self.poll.registry()),
+            Endpoint::Datagrams(d) => d.stop_reading(),
+        }
+        self.file = None;
+    }
+
+    /// The end of [`run`](Self::run), however it ended: everything still
+    /// open is closed, and the counters are published, logged and given
+    /// back.
+    pub(super) fn finish(mut self) -> Stats {
+        if self.draining.is_none() {
+            self.stop_listening();
+        }
+        let mut core = self.core;
+        match self.endpoint {
+            Endpoint::Connections(mut c) => c.close_all(&mut core),
+            Endpoint::Datagrams(d) => d.finish(&mut core),
+        }
+        self.shared.stats.publish(&core.stats);
+        info!("{}", core.stats);
+        core.stats
+    }
+
+    /// Logs `listening on ...` and, with systemd support, says `READY=1`.
+    pub(super) fn announce(&self) {
+        let config = &self.core.config;
+        let addr = match &config.address {
+            Some(a) => a.to_string(),
+            None => "an unnamed socket".into(),
+        };
+        // Only a path we bound ourselves has a file of ours.
+        let inherited = self.file.is_none() && matches!(config.address, Some(Address::Path(_)));
+        info!(
+            "listening on {addr} ({}, {}){}",
+            config.socket_type,
+            config.framing,
+            if inherited {
+                ", descriptor 3 from systemd"
+            } else {
+                ""
+            }
+        );
+        if matches!(config.address, Some(Address::Abstract(_))) && !config.checks_credentials() {
+            warn!("{addr} is an abstract address: file permissions do not apply, any process in this network namespace can connect or send to it (use --allow-uid/--allow-gid)");
+        }
+        if config.systemd {
+            if let Err(e) = sys::notify("READY=1") {
+                warn!("notify READY=1: {e}");
+            }
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

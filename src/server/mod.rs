@@ -1,0 +1,385 @@
+//! The server: one thread, one `mio::Poll`, one endpoint (a listener and
+//! its connections, or a datagram socket), and the handler.
+//!
+//! # The loop
+//!
+//! ```text
+//! loop:
+//!   stop if draining and drained (or the drain deadline passed)
+//!   timeout = 0 if the endpoint has work left over (ready list,
+//!             unfinished accepts, unread datagrams), else until the
+//!             nearest deadline
+//!   poll(timeout)
+//!   for each event: waker -> nothing (a stop request is checked below);
+//!                   signals -> stop or log; anything else -> the endpoint
+//!   the endpoint's turn: accept (bounded), work the ready list (bounded),
+//!                        fire due deadlines, reap what finished
+//!   publish the counters
+//! ```
+//!
+//! The rooms: this file holds the public API and the loop; `conns` the
+//! connection endpoint (a listener, a slab of connections, their ready
+//! list, reap list and timers), `accept` its admission of new
+//! connections, `pump` the per-connection I/O; `dgram` the datagram
+//! endpoint; `lifecycle` signals, shutdown and the final flush; `timers`
+//! the deadline heap; `logging` how peers are named and warnings limited.
+//!
+//! mio is edge-triggered: each connection is read until `WouldBlock` (or a
+//! short read, which on a stream means the same), or, when its per-event
+//! budget runs out or backpressure stops it with input left, it goes on the
+//! ready list and the next poll does not sleep. Output is written eagerly;
+//! WRITABLE is registered only while bytes remain.
+
+mod accept;
+mod conns;
+mod dgram;
+mod lifecycle;
+mod logging;
+mod pump;
+mod timers;
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::warn;
+use mio::event::Event;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use signal_hook_mio::v1_0::Signals;
+use socket2::Socket;
+
+use crate::buffer::{Spares, READ_SIZE};
+use crate::config::{Address, Config, SocketType};
+use crate::conn::Limits;
+use crate::error::Error;
+use crate::handler::{Echo, Handler};
+use crate::stats::{SharedStats, Stats};
+use crate::sys::{self, SocketFile};
+use conns::Connections;
+use dgram::Dgram;
+
+const WAKER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+/// The listener, or the datagram socket.
+const ENDPOINT: Token = Token(2);
+/// Connection tokens are slab keys shifted past the reserved ones.
+const FIRST_CONN: usize = 3;
+
+/// What other threads share with the running server.
+#[derive(Debug)]
+struct Shared {
+    stop: AtomicBool,
+    waker: Waker,
+    stats: SharedStats,
+}
+
+/// Stops a server and reads its counters from any thread.
+///
+/// `Send + Sync + Clone`; built on a `mio::Waker`, so [`stop`](Self::stop)
+/// wakes the server at once.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    /// Asks the server to shut down as on SIGTERM: stop accepting, remove
+    /// the socket file, flush for up to the drain timeout, return.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.shared.waker.wake() {
+            warn!("cannot wake the server to stop it: {e}");
+        }
+    }
+
+    /// The counters as of the server's last loop turn.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats.load()
+    }
+}
+
+/// What every endpoint works with: the handler and the state the loop
+/// lends to whichever connection is being served.
+struct Core<H: Handler> {
+    handler: H,
+    config: Config,
+    limits: Limits,
+    /// Allocations lent to buffers that need memory (see [`crate::buffer`]).
+    spares: Spares,
+    /// The one shared read buffer: connections own none.
+    scratch: Vec<u8>,
+    stats: Stats,
+}
+
+/// What the server serves: dispatched once per event and once per turn.
+enum Endpoint<S> {
+    /// A stream or seqpacket listener and its connections.
+    Connections(Connections<S>),
+    /// A datagram socket, each datagram answered to its sender.
+    Datagrams(Dgram<S>),
+}
+
+/// A bound Unix-socket server, ready to [`run`](Server::run).
+///
+/// Dropping a server, run or not, closes its socket and removes the socket
+/// file it created (if that is still its file).
+///
+/// # Examples
+///
+/// Echo on a thread, stopped from another:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::os::unix::net::UnixStream;
+/// use uds_reactor::{Config, Server};
+///
+/// let path = std::env::temp_dir().join(format!("echo-doc-{}.sock", std::process::id()));
+/// let server = Server::bind(Config::new(&path))?;
+/// let handle = server.handle();
+/// let thread = std::thread::spawn(move || server.run());
+///
+/// let mut client = UnixStream::connect(&path)?;
+/// client.write_all(b"ping")?;
+/// let mut reply = [0; 4];
+/// client.read_exact(&mut reply)?;
+/// assert_eq!(&reply, b"ping");
+///
+/// handle.stop();
+/// let stats = thread.join().unwrap()?;
+/// assert_eq!(stats.bytes_in, 4);
+/// assert!(!path.exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<H: Handler = Echo> {
+    core: Core<H>,
+    poll: Poll,
+    endpoint: Endpoint<H::State>,
+    /// The socket file we created; dropping it removes the file if it is
+    /// still ours. `None` for abstract and inherited sockets, and once
+    /// shutdown began.
+    file: Option<SocketFile>,
+    shared: Arc<Shared>,
+    signals: Option<Signals>,
+    /// Shutdown began; connections must be flushed by this deadline.
+    draining: Option<Instant>,
+}
+
+impl Server<Echo> {
+    /// Binds a server that echoes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::with_handler`].
+    pub fn bind(config: Config) -> Result<Server<Echo>, Error> {
+        Server::with_handler(config, Echo)
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Validates `config`, binds (or, with `config.systemd`, inherits) the
+    /// socket and starts listening; connections wait in the backlog until
+    /// [`run`](Self::run). Nothing process-wide changes (see
+    /// [`Config::systemd`] for the one opt-in that reads the environment).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for bad settings; [`Error::InUse`] when a server
+    /// listens there already; [`Error::NotSocket`], [`Error::NoParent`],
+    /// [`Error::PathTooLong`] for unusable paths; [`Error::Io`] naming the
+    /// failing step otherwise. Whatever fails, a socket file created on the
+    /// way is removed again.
+    pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H>, Error> {
+        config.validate()?;
+        let (socket, file) = listen(&mut config)?;
+        let poll = Poll::new().map_err(|e| Error::io("create", "poll", e))?;
+        let waker =
+            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("create", "waker", e))?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&socket.as_raw_fd()),
+                ENDPOINT,
+                Interest::READABLE,
+            )
+            .map_err(|e| Error::io("register", "listener", e))?;
+        let core = Core::new(config, handler);
+        let endpoint = match core.config.socket_type {
+            SocketType::Dgram => Endpoint::Datagrams(Dgram::new(socket, &core.config)?),
+            _ => Endpoint::Connections(Connections::new(socket, &core.config)),
+        };
+        Ok(Server {
+            core,
+            poll,
+            endpoint,
+            file,
+            shared: Arc::new(Shared {
+                stop: AtomicBool::new(false),
+                waker,
+                stats: SharedStats::default(),
+            }),
+            signals: None,
+            draining: None,
+        })
+    }
+
+    /// A handle to stop the server and read its counters from elsewhere.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// The address served (for an inherited socket, the one it is bound
+    /// to; `None` if it has no name).
+    pub fn address(&self) -> Option<&Address> {
+        self.core.config.address.as_ref()
+    }
+
+    /// Serves until stopped (signal or [`Handle::stop`]), then drains and
+    /// returns the final counters.
+    ///
+    /// It logs `listening on ...` (and, with [`Config::systemd`], tells
+    /// systemd `READY=1`) on entry, not in
+    /// [`with_handler`](Self::with_handler): whoever waits for that line
+    /// may signal at once, so [`handle_signals`](Self::handle_signals) must
+    /// be in place by then.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] if polling itself fails, which does not happen short
+    /// of a kernel or resource failure. Connections are closed and the
+    /// socket file removed on that path too.
+    pub fn run(mut self) -> Result<Stats, Error> {
+        self.announce();
+        let served = self.serve();
+        let stats = self.finish();
+        served.map(|()| stats)
+    }
+
+    /// The loop (see the [module docs](self)).
+    fn serve(&mut self) -> Result<(), Error> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = self.draining {
+                if now >= deadline || self.endpoint.is_drained() {
+                    return Ok(());
+                }
+            }
+            let timeout = [self.endpoint.wakeup(now), self.draining]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::io("poll", "events", e));
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER => {}
+                    SIGNALS => self.take_signals(now),
+                    _ => self
+                        .endpoint
+                        .on_event(event, &mut self.core, &self.poll, now),
+                }
+            }
+            if self.shared.stop.load(Ordering::Relaxed) && self.draining.is_none() {
+                self.begin_shutdown(now);
+            }
+            self.endpoint
+                .turn(&mut self.core, self.poll.registry(), now);
+            self.shared.stats.publish(&self.core.stats);
+        }
+    }
+}
+
+impl<H: Handler> Core<H> {
+    fn new(config: Config, handler: H) -> Core<H> {
+        let scratch_len = match config.socket_type {
+            SocketType::Stream => READ_SIZE,
+            // A whole message must fit, to tell an oversized one.
+            _ => config.max_frame.max(READ_SIZE),
+        };
+        Core {
+            handler,
+            limits: Limits::from_config(&config),
+            config,
+            spares: Spares::default(),
+            scratch: vec![0; scratch_len],
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl<S> Endpoint<S> {
+    /// One readiness event for the endpoint's socket or a connection.
+    fn on_event<H>(&mut self, event: &Event, core: &mut Core<H>, poll: &Poll, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        match self {
+            Endpoint::Connections(c) => c.on_event(event, core, poll.registry(), now),
+            Endpoint::Datagrams(d) => d.on_event(event),
+        }
+    }
+
+    /// The work after the events.
+    fn turn<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        match self {
+            Endpoint::Connections(c) => c.turn(core, registry, now),
+            Endpoint::Datagrams(d) => d.turn(core, now),
+        }
+    }
+
+    /// When the loop must wake: `now` if work is left over.
+    fn wakeup(&self, now: Instant) -> Option<Instant> {
+        match self {
+            Endpoint::Connections(c) => c.wakeup(now),
+            Endpoint::Datagrams(d) => d.wakeup(now),
+        }
+    }
+
+    /// Whether nothing is owed to anyone (shutdown can end).
+    fn is_drained(&self) -> bool {
+        match self {
+            Endpoint::Connections(c) => c.is_empty(),
+            Endpoint::Datagrams(d) => d.is_drained(),
+        }
+    }
+
+    /// Connections (or queued replies) still open or waiting.
+    fn open(&self) -> usize {
+        match self {
+            Endpoint::Connections(c) => c.len(),
+            Endpoint::Datagrams(d) => d.queued(),
+        }
+    }
+}
+
+/// The listening socket: inherited from systemd (with `config.systemd`),
+/// else bound as `config` says. An inherited socket's address replaces
+/// whatever `config` named.
+fn listen(config: &mut Config) -> Result<(Socket, Option<SocketFile>), Error> {
+    if config.systemd {
+        if let Some(socket) = sys::inherited_listener(config.socket_type)? {
+            config.address = sys::local_address(&socket);
+            return Ok((socket, None));
+        }
+    }
+    if config.address.is_none() {
+        return Err(Error::Config(
+            "no PATH given and no socket inherited from systemd".into(),
+        ));
+    }
+    let bound = sys::bind(config)?;
+    Ok((bound.socket, bound.file))
+}

@@ -1,0 +1,212 @@
+//! The per-connection I/O pump: read what the budget allows, hand it to
+//! the connection, write its output eagerly, and bring the registration,
+//! the ready list and the deadline in line with the connection's state.
+
+use std::io::{self, Read};
+use std::ops::ControlFlow;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use log::{debug, warn};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+
+use super::conns::{Connections, Entry};
+use super::{Core, FIRST_CONN};
+use crate::conn::Wants;
+use crate::handler::{ConnId, Handler};
+use crate::sys;
+
+/// Reads per connection per turn before others get theirs.
+const READS_PER_TURN: usize = 4;
+
+impl<S> Connections<S> {
+    /// Reads what this connection's budget allows, writing replies eagerly.
+    pub(super) fn work<H>(
+        &mut self,
+        key: usize,
+        core: &mut Core<H>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<State = S>,
+    {
+        let Some(entry) = self.slab.get_mut(key) else {
+            return;
+        };
+        for _ in 0..READS_PER_TURN {
+            if !entry.readable || !entry.conn.wants_read(&core.limits) {
+                break;
+            }
+            if read_once(ConnId(key), entry, core, now).is_break() {
+                break;
+            }
+            flush_entry(entry, core, now);
+        }
+        self.settle(key, core, registry);
+    }
+
+    /// Writes the connection's pending output, if it is still open.
+    pub(super) fn flush<H>(&mut self, key: usize, core: &mut Core<H>, now: Instant)
+    where
+        H: Handler<State = S>,
+    {
+        if let Some(entry) = self.slab.get_mut(key) {
+            flush_entry(entry, core, now);
+        }
+    }
+
+    /// After any change to a connection: bring its registration, ready-list
+    /// place and deadline in line with its state, or, once it is done
+    /// (a failed registration included), put it on the reap list.
+    pub(super) fn settle<H>(&mut self, key: usize, core: &mut Core<H>, registry: &Registry)
+    where
+        H: Handler<State = S>,
+    {
+        let Some(entry) = self.slab.get_mut(key) else {
+            return;
+        };
+        if !entry.conn.is_done() {
+            reregister(entry, key, registry, core);
+        }
+        if entry.conn.is_done() {
+            self.timers.cancel(&mut entry.timer);
+            if !entry.reaping {
+                entry.reaping = true;
+                self.reap.push(key);
+            }
+            return;
+        }
+        // A drained connection that still has input waiting must read on.
+        if entry.readable && entry.conn.wants_read(&core.limits) {
+            Connections::mark_ready(&mut self.ready, entry, key);
+        }
+        match entry.conn.poll_timeout(&core.limits) {
+            Some(deadline) => self.timers.schedule(&mut entry.timer, key, deadline),
+            None => self.timers.cancel(&mut entry.timer),
+        }
+    }
+}
+
+/// One read and what follows from it; `Break` when reading must stop for
+/// this turn (drained, oversized, failed).
+fn read_once<H: Handler>(
+    id: ConnId,
+    entry: &mut Entry<H::State>,
+    core: &mut Core<H>,
+    now: Instant,
+) -> ControlFlow<()> {
+    let Core {
+        handler,
+        config,
+        limits,
+        spares,
+        scratch,
+        stats,
+    } = core;
+    let read = if limits.messages {
+        let max = config.max_frame.min(scratch.len());
+        sys::recv_msg(&entry.sock, &mut scratch[..max])
+    } else {
+        (&entry.sock).read(scratch).map(|n| (n, n))
+    };
+    let tally = match read {
+        Ok((0, 0)) => {
+            entry.readable = false;
+            entry.conn.handle_eof(id, limits, handler, spares)
+        }
+        Ok((n, full)) => {
+            stats.bytes_in += full as u64;
+            if full > n {
+                entry.conn.handle_oversized(full as u64, limits);
+                return ControlFlow::Break(());
+            }
+            if !limits.messages && n < scratch.len() && !entry.read_closed {
+                entry.readable = false; // a short read drained the socket
+            }
+            entry
+                .conn
+                .handle_read(id, &scratch[..n], now, limits, handler, spares)
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            entry.readable = false;
+            return ControlFlow::Break(());
+        }
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return ControlFlow::Continue(()),
+        Err(e) => {
+            debug!("read {id}: {e}");
+            entry.conn.handle_io_error(spares);
+            return ControlFlow::Break(());
+        }
+    };
+    stats.frames_in += tally.frames_in;
+    stats.frames_out += tally.frames_out;
+    ControlFlow::Continue(())
+}
+
+/// Writes pending output until it is gone or the socket would block.
+fn flush_entry<H: Handler>(entry: &mut Entry<H::State>, core: &mut Core<H>, now: Instant) {
+    let limits = &core.limits;
+    // `pending`, not an empty `transmit`: a message socket may owe an
+    // empty message, which is sent like any other.
+    while entry.conn.pending() > 0 {
+        let data = entry.conn.transmit(limits);
+        let len = data.len();
+        match sys::send_nosignal(&entry.sock, data) {
+            Ok(n) => {
+                core.stats.bytes_out += n as u64;
+                entry.conn.handle_written(n, now, limits, &mut core.spares);
+                if n < len && !limits.messages {
+                    return; // the send buffer is full: wait for WRITABLE
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                warn!("closing: a reply of {len} bytes is longer than the socket's send buffer allows (raise net.core.wmem_max)");
+                entry.conn.handle_io_error(&mut core.spares);
+                return;
+            }
+            Err(e) => {
+                debug!("write: {e}");
+                entry.conn.handle_io_error(&mut core.spares);
+                return;
+            }
+        }
+    }
+}
+
+/// Registers the interest the connection's state asks for, if it changed.
+/// A failure ends the connection (its caller reaps it).
+fn reregister<H: Handler>(
+    entry: &mut Entry<H::State>,
+    key: usize,
+    registry: &Registry,
+    core: &mut Core<H>,
+) {
+    let wants = entry.conn.interest();
+    if wants == entry.registered {
+        return;
+    }
+    let Some(interest) = to_interest(wants) else {
+        return; // nothing wanted: done, or about to be
+    };
+    let fd = entry.sock.as_raw_fd();
+    let token = Token(key + FIRST_CONN);
+    match registry.reregister(&mut SourceFd(&fd), token, interest) {
+        Ok(()) => entry.registered = wants,
+        Err(e) => {
+            warn!("reregister {}: {e}; closing it", ConnId(key));
+            entry.conn.handle_io_error(&mut core.spares);
+        }
+    }
+}
+
+fn to_interest(w: Wants) -> Option<Interest> {
+    match (w.read, w.write) {
+        (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+        (true, false) => Some(Interest::READABLE),
+        (false, true) => Some(Interest::WRITABLE),
+        (false, false) => None,
+    }
+}
