@@ -8,6 +8,7 @@ use std::io;
 
 /// An error that stops the server (or keeps it from starting).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// A bad combination of settings; the binary exits 2.
     Config(String),

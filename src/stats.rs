@@ -9,6 +9,7 @@ macro_rules! counters {
         /// A snapshot of the server's counters. `Display` gives the logfmt
         /// line logged on SIGUSR1 and at shutdown.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[non_exhaustive]
         pub struct Stats {
             $($(#[$doc])* pub $name: u64,)*
         }

@@ -170,7 +170,10 @@ fn datagram_socket_for_a_stream_server_is_refused() {
     let socket = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None).unwrap();
     socket.bind(&SockAddr::unix(&path).unwrap()).unwrap();
     let out = run_activated(&socket, &["--type", "stream"]);
-    assert_fails(&out, "descriptor 3 is a Unix dgram socket; --type stream expects a Unix stream socket");
+    assert_fails(
+        &out,
+        "descriptor 3 is a Unix dgram socket; --type stream expects a Unix stream socket",
+    );
 }
 
 #[test]
@@ -178,7 +181,10 @@ fn stream_listener_for_a_seqpacket_server_is_refused() {
     let dir = TempDir::new("wrongtype2");
     let socket = listener(&dir.path("s.sock"));
     let out = run_activated(&socket, &["--type", "seqpacket"]);
-    assert_fails(&out, "descriptor 3 is a Unix stream socket; --type seqpacket expects a Unix seqpacket socket");
+    assert_fails(
+        &out,
+        "descriptor 3 is a Unix stream socket; --type seqpacket expects a Unix seqpacket socket",
+    );
 }
 
 /// `Accept=yes` passes a connection, not a listener: refused.

@@ -8,12 +8,14 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{echo_through, exists, our_ids, pattern, TempDir, PATIENCE};
 use uds_reactor::{
-    Config, ConnId, Context, Error, Frame, Framing, Handle, Handler, PeerCred, Server, Stats,
+    Config, ConnId, Context, Error, Frame, Framing, Handle, Handler, PeerCred, SendError, Server,
+    Stats,
 };
 
 /// `Handle` crosses threads and is cloned freely.
@@ -83,19 +85,27 @@ fn echo_on_a_thread_stopped_through_the_handle() {
     handle.stop();
 }
 
-/// Answers each line with its length and counts what it saw; closes on
-/// "bye".
+/// What [`Count`] saw, shared with the test: the calls in order.
+#[derive(Debug, Default, PartialEq)]
+struct Calls {
+    opened: Vec<ConnId>,
+    /// Id, peer and the lines it sent, for each `close`.
+    closed: Vec<(ConnId, Option<PeerCred>, u64)>,
+}
+
+/// Answers each line with its length and records `open`/`close`; closes
+/// on "bye".
 #[derive(Default)]
 struct Count {
-    opened: u64,
-    closed: Vec<(ConnId, Option<PeerCred>, u64)>,
+    calls: Arc<Mutex<Calls>>,
 }
 
 impl Handler for Count {
     type State = u64;
 
-    fn open(&mut self, _: &mut u64, _: &mut Context<'_>) {
-        self.opened += 1;
+    fn open(&mut self, lines: &mut u64, cx: &mut Context<'_>) {
+        assert_eq!(*lines, 0, "state starts fresh");
+        self.calls.lock().unwrap().opened.push(cx.id());
     }
 
     fn frame(&mut self, lines: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
@@ -110,7 +120,7 @@ impl Handler for Count {
     }
 
     fn close(&mut self, lines: u64, id: ConnId, peer: Option<PeerCred>) {
-        self.closed.push((id, peer, lines));
+        self.calls.lock().unwrap().closed.push((id, peer, lines));
     }
 }
 
@@ -120,10 +130,10 @@ fn custom_handler_counts_frames() {
     let path = dir.path("s.sock");
     let mut config = Config::new(&path);
     config.framing = Framing::Line;
-    let server = Server::with_handler(config, Count::default()).expect("bind");
+    let count = Count::default();
+    let calls = Arc::clone(&count.calls);
+    let server = Server::with_handler(config, count).expect("bind");
     let handle = server.handle();
-    // The handler comes back with the server only through what it did to
-    // the sockets; count frames via the stats.
     let thread = thread::spawn(move || server.run());
 
     let s = connect(&path);
@@ -151,10 +161,30 @@ fn custom_handler_counts_frames() {
     assert_eq!(stats.frames_out, 10);
     assert_eq!(stats.bytes_in, text.len() as u64);
     assert_eq!(stats.bytes_out, 2 * 9 + 5);
+    // One open, then one close with the state it built (ten lines) and
+    // the peer's credentials, before the counters said it closed.
+    let (pid, uid, gid) = (std::process::id() as i32, our_ids().0, our_ids().1);
+    let peer = Some(PeerCred { pid, uid, gid });
+    assert_eq!(
+        *calls.lock().unwrap(),
+        Calls {
+            opened: vec![ConnId(0)],
+            closed: vec![(ConnId(0), peer, 10)],
+        }
+    );
+    // A second connection, cut short by the client: closed all the same.
+    let s = connect(&path);
+    wait_stats(&handle, |s| s.accepted == 2);
+    drop(s);
+    wait_stats(&handle, |s| s.closed == 2);
     handle.stop();
     let last = thread.join().unwrap().unwrap();
     assert_eq!(last.frames_in, 10);
     assert!(!exists(&path));
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.opened.len(), 2, "{calls:?}");
+    assert_eq!(calls.closed.len(), 2, "{calls:?}");
+    assert_eq!(calls.closed[1].2, 0, "the second sent no line");
 }
 
 #[test]
@@ -332,4 +362,58 @@ fn operations_counters_reach_the_library() {
     assert_eq!(stats.accepted, 0, "{stats:?}");
     handle.stop();
     thread.join().unwrap().unwrap();
+}
+
+/// Replies to `big` with a payload no length field can carry, and says
+/// what `send` answered; echoes anything else.
+struct Oversize;
+
+impl Handler for Oversize {
+    type State = ();
+
+    fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
+        if frame.payload() != b"big" {
+            cx.send(frame.payload()).expect("a short reply fits");
+            return;
+        }
+        // Zeroed pages are mapped lazily: 4 GiB of address space, no memory.
+        let big = vec![0u8; u32::MAX as usize + 1];
+        let answer = match cx.send(&big) {
+            Err(SendError::TooLarge { len, max }) => format!("refused {len} > {max}"),
+            Err(e) => format!("other error {e}"),
+            Ok(()) => "queued".into(),
+        };
+        assert_eq!(cx.pending(), 0, "nothing of it was queued");
+        cx.send(answer.as_bytes()).expect("a short reply fits");
+    }
+}
+
+/// A reply that cannot be framed is an error value the handler sees; the
+/// connection carries on (it used to be closed without a word).
+#[test]
+fn an_unframable_reply_is_an_error_value() {
+    let dir = TempDir::new("lib-oversize");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.framing = Framing::Length;
+    let server = Server::with_handler(config, Oversize).expect("bind");
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run());
+    let mut s = connect(&path);
+    let mut ask = |payload: &[u8]| -> Vec<u8> {
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(payload);
+        s.write_all(&frame).unwrap();
+        let mut head = [0; 4];
+        s.read_exact(&mut head).unwrap();
+        let mut reply = vec![0; u32::from_be_bytes(head) as usize];
+        s.read_exact(&mut reply).unwrap();
+        reply
+    };
+    assert_eq!(ask(b"big"), b"refused 4294967296 > 4294967295");
+    assert_eq!(ask(b"still here"), b"still here");
+    handle.stop();
+    let last = thread.join().unwrap().unwrap();
+    assert_eq!(last.closed, 1);
+    assert_eq!(last.frames_out, 2, "the refused reply is not counted");
 }
