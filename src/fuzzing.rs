@@ -6,14 +6,14 @@
 //! `arbitrary`, so the library gains no dependency) and checks the real
 //! structure against a model written independently of it:
 //!
-//! * [`codec`]: a [`Decoder`](crate::codec::Decoder) fed in arbitrary
+//! * `codec`: a [`Decoder`](crate::codec::Decoder) fed in arbitrary
 //!   pieces must deliver the same frames and the same error as when fed at
 //!   once, and as a byte-at-a-time model of the framing; frames re-encode
 //!   to their wire form; memory stays within
 //!   [`Decoder::limit`](crate::codec::Decoder::limit).
-//! * [`buffer`]: [`Buffer`](crate::buffer::Buffer) operations against a
+//! * `buffer`: [`Buffer`](crate::buffer::Buffer) operations against a
 //!   `VecDeque<u8>`: contents, capacity bounds, the spare hand-off.
-//! * [`conn`]: a [`Conn`](crate::conn::Conn) echoing over an arbitrary
+//! * `conn`: a [`Conn`](crate::conn::Conn) echoing over an arbitrary
 //!   schedule of reads, short writes, EOF, timeouts and shutdown, against a
 //!   byte-at-a-time model of the echo semantics.
 //!

@@ -6,20 +6,12 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 
-use common::{our_ids, Proc, TempDir, PATIENCE};
+use common::{connect, our_ids, Proc, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 /// An id nobody running these tests has.
 const STRANGER: &str = "12345";
-
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.set_write_timeout(Some(PATIENCE)).unwrap();
-    s
-}
 
 fn served(s: &mut UnixStream) {
     s.write_all(b"let me in").unwrap();

@@ -11,17 +11,8 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{pattern, Proc, Rng, TempDir, PATIENCE};
+use common::{connect, pattern, Proc, Rng, TempDir, PATIENCE};
 use sha2::{Digest, Sha256};
-
-/// Connects with read/write timeouts, so a lost byte fails the test
-/// instead of hanging it.
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.set_write_timeout(Some(PATIENCE)).unwrap();
-    s
-}
 
 /// Writes `data` in random-sized chunks (1 byte to 128 KiB), then shuts
 /// down the write side.

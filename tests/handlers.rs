@@ -13,16 +13,9 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{Library, TempDir, PATIENCE};
-
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    s
-}
+use common::{connect, Library, TempDir, PATIENCE};
 
 fn request(s: &mut UnixStream, payload: &[u8]) -> Vec<u8> {
     let mut wire = (payload.len() as u32).to_be_bytes().to_vec();

@@ -6,16 +6,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{echo_through, exists, our_ids, pattern, TempDir, PATIENCE};
+use common::{connect, echo_through, exists, our_ids, pattern, Library, TempDir, PATIENCE};
 use uds_reactor::{
-    Config, ConnId, Context, Error, Frame, Framing, Handle, Handler, PeerCred, SendError, Server,
-    Stats,
+    Config, ConnId, Context, Echo, Error, Frame, Framing, Handle, Handler, PeerCred, SendError,
+    Server, Stats,
 };
 
 /// `Handle` crosses threads and is cloned freely.
@@ -26,12 +24,6 @@ const _: () = {
     send::<Stats>();
     send::<Error>();
 };
-
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s
-}
 
 /// Polls `handle.stats()` until `done` holds; the counters are published
 /// once per loop turn.
@@ -132,9 +124,8 @@ fn custom_handler_counts_frames() {
     config.framing = Framing::Line;
     let count = Count::default();
     let calls = Arc::clone(&count.calls);
-    let server = Server::with_handler(config, count).expect("bind");
+    let server = Library::start(config, count);
     let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
 
     let s = connect(&path);
     let mut reader = BufReader::new(s.try_clone().unwrap());
@@ -177,8 +168,7 @@ fn custom_handler_counts_frames() {
     wait_stats(&handle, |s| s.accepted == 2);
     drop(s);
     wait_stats(&handle, |s| s.closed == 2);
-    handle.stop();
-    let last = thread.join().unwrap().unwrap();
+    let last = server.stop();
     assert_eq!(last.frames_in, 10);
     assert!(!exists(&path));
     let calls = calls.lock().unwrap();
@@ -193,9 +183,8 @@ fn stop_flushes_owed_output_then_returns() {
     let path = dir.path("s.sock");
     let mut config = Config::new(&path);
     config.drain_timeout = Duration::from_secs(60);
-    let server = Server::bind(config).unwrap();
+    let server = Library::start(config, Echo);
     let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
 
     // A peer owed 200 KB it has not read yet.
     let mut owed = connect(&path);
@@ -213,7 +202,7 @@ fn stop_flushes_owed_output_then_returns() {
     assert!(got == data, "owed output lost at stop");
     let mut b = [0; 1];
     assert_eq!(idle.read(&mut b).unwrap(), 0, "idle peer not closed");
-    let last = thread.join().unwrap().unwrap();
+    let last = server.stop(); // stopping again is harmless: this joins
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "run waited for the drain timeout"
@@ -276,15 +265,12 @@ fn setup_errors_are_typed() {
     assert!(!exists(&dir.path("bad.sock")));
 
     // The stale file `first` left is replaced by the next server.
-    let server = Server::bind(Config::new(&path)).expect("stale file replaced");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(Config::new(&path), Echo);
     let mut s = connect(&path);
     s.write_all(b"ok").unwrap();
     let mut b = [0; 2];
     s.read_exact(&mut b).unwrap();
-    handle.stop();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 /// Replies to each line with the peer's credentials as the handler sees
@@ -310,9 +296,7 @@ fn handlers_see_the_peer_credentials() {
     let path = dir.path("s.sock");
     let mut config = Config::new(&path);
     config.framing = Framing::Line;
-    let server = Server::with_handler(config, WhoAmI).expect("bind");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(config, WhoAmI);
 
     let mut s = connect(&path);
     s.write_all(b"who am i?\n").unwrap();
@@ -321,8 +305,7 @@ fn handlers_see_the_peer_credentials() {
     let (uid, gid) = our_ids();
     let want = format!("pid={} uid={uid} gid={gid}\n", std::process::id());
     assert_eq!(line, want);
-    handle.stop();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 /// The operations counters (over the limit, refused credentials, closed
@@ -334,9 +317,8 @@ fn operations_counters_reach_the_library() {
     let mut config = Config::new(&path);
     config.max_connections = Some(1);
     config.idle_timeout = Some(Duration::from_secs(1));
-    let server = Server::bind(config).unwrap();
+    let server = Library::start(config, Echo);
     let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
 
     let mut held = connect(&path);
     held.write_all(b"in").unwrap();
@@ -348,20 +330,17 @@ fn operations_counters_reach_the_library() {
     assert_eq!(held.read(&mut b).unwrap(), 0, "idle peer not closed");
     let stats = wait_stats(&handle, |s| s.closed_idle == 1);
     assert_eq!((stats.accepted, stats.rejected), (1, 1), "{stats:?}");
-    handle.stop();
-    thread.join().unwrap().unwrap();
+    server.stop();
 
     let mut config = Config::new(&path);
     config.allow_uids = vec![12345];
-    let server = Server::bind(config).unwrap();
+    let server = Library::start(config, Echo);
     let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
     let mut stranger = connect(&path);
     assert_eq!(stranger.read(&mut b).unwrap(), 0, "stranger not closed");
     let stats = wait_stats(&handle, |s| s.rejected_cred == 1);
     assert_eq!(stats.accepted, 0, "{stats:?}");
-    handle.stop();
-    thread.join().unwrap().unwrap();
+    server.stop();
 }
 
 /// Replies to `big` with a payload no length field can carry, and says
@@ -396,9 +375,7 @@ fn an_unframable_reply_is_an_error_value() {
     let path = dir.path("s.sock");
     let mut config = Config::new(&path);
     config.framing = Framing::Length;
-    let server = Server::with_handler(config, Oversize).expect("bind");
-    let handle = server.handle();
-    let thread = thread::spawn(move || server.run());
+    let server = Library::start(config, Oversize);
     let mut s = connect(&path);
     let mut ask = |payload: &[u8]| -> Vec<u8> {
         let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
@@ -412,8 +389,7 @@ fn an_unframable_reply_is_an_error_value() {
     };
     assert_eq!(ask(b"big"), b"refused 4294967296 > 4294967295");
     assert_eq!(ask(b"still here"), b"still here");
-    handle.stop();
-    let last = thread.join().unwrap().unwrap();
+    let last = server.stop();
     assert_eq!(last.closed, 1);
     assert_eq!(last.frames_out, 2, "the refused reply is not counted");
 }

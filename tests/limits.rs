@@ -7,20 +7,10 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, cpu_ticks, stat, Proc, TempDir, PATIENCE};
-
-/// Connects with read/write timeouts, so a lost reply fails the test
-/// instead of hanging it.
-fn connect(path: &Path) -> UnixStream {
-    let s = UnixStream::connect(path).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.set_write_timeout(Some(PATIENCE)).unwrap();
-    s
-}
+use common::{bin, connect, cpu_ticks, stat, Proc, TempDir};
 
 /// Sends `msg` and expects it back whole.
 fn echo(s: &mut UnixStream, msg: &[u8]) {

@@ -12,7 +12,7 @@ use std::process::{Command, ExitStatus};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, exists, pattern, stat, Proc, TempDir, PATIENCE};
+use common::{bin, connect, exists, pattern, stat, Proc, TempDir, PATIENCE};
 
 const SIGINT: i32 = 2;
 const SIGUSR1: i32 = 10;
@@ -28,12 +28,6 @@ fn echo(s: &mut UnixStream, msg: &[u8]) {
     let mut back = vec![0; msg.len()];
     s.read_exact(&mut back).unwrap();
     assert_eq!(back, msg);
-}
-
-fn connect(path: &std::path::Path) -> UnixStream {
-    let s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s
 }
 
 #[test]

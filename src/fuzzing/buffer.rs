@@ -13,7 +13,7 @@ use crate::buffer::{Buffer, MIN_ALLOC, OVERSHOOT, SPARE_MAX};
 /// two limit bytes, then operations: a byte (low bit: which buffer; the
 /// rest: push / consume / release / big push / shrink) and its arguments.
 /// Pushed bytes are fresh windows of a pseudo-random pattern, and a
-/// buffer is filled to at most [`HELD_MAX`].
+/// buffer is filled to at most `HELD_MAX`.
 ///
 /// Checks after every operation, against a `VecDeque<u8>` per buffer: the
 /// same bytes; an empty buffer holds no memory (capacity 0: the spare is

@@ -122,14 +122,14 @@ fn check_frame(framing: Framing, max_frame: usize, wire: &[u8], payload: &[u8], 
 /// Fuzz target `codec`.
 ///
 /// Input: framing byte, max-frame size byte (0xfe: 4 GiB - 1, 0xff:
-/// unlimited, else as [`Input::size`]), frame budget byte (0 means
+/// unlimited, else as `Input::size`), frame budget byte (0 means
 /// unlimited, else stop delivery after that many frames), a count of cut
 /// sizes and the cut sizes (bytes, cycled; 0 feeds an empty chunk), then
 /// the stream.
 ///
 /// Checks: the same frames and error whether the stream is fed at once,
 /// in the arbitrary pieces, or a byte at a time, and the same as the
-/// [`model`] of the framing (a line error's `len` is how much was seen
+/// `model` of the framing (a line error's `len` is how much was seen
 /// when it tripped, so only `max` and `len > max` are compared for
 /// lines); frames concatenate back to a
 /// prefix of the stream (all of it when nothing failed, less a dropped

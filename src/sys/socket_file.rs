@@ -56,29 +56,19 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
     };
     let shown = path.display();
     let dir = parent_dir(path);
-    match fs::metadata(dir) {
-        Ok(meta) if !meta.is_dir() => return Err(Error::NoParent(shown.to_string())),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            return Err(Error::NoParent(shown.to_string()))
-        }
-        _ => {} // exists, or unreadable: bind will say what is wrong
-    }
+    check_parent(dir, path)?;
     // Resolve before creating anything, so a bad name leaves nothing behind.
-    let gid = match &config.group {
-        Some(group) => Some(
+    let gid = config
+        .group
+        .as_ref()
+        .map(|group| {
             // The target names the path too: a runtime error names the path.
             resolve_group(group).map_err(|e| {
-                Error::io(
-                    "resolve group",
-                    format!("{} for {shown}", group_name(group)),
-                    e,
-                )
-            })?,
-        ),
-        None => None,
-    };
+                let target = format!("{} for {shown}", group_name(group));
+                Error::io("resolve group", target, e)
+            })
+        })
+        .transpose()?;
     let _lock = lock_dir(dir);
     clear_stale(path, &addr, config.socket_type)?;
     let socket = new_socket(config.socket_type).map_err(|e| Error::io("socket", &shown, e))?;
@@ -97,13 +87,27 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         let _ = remove_if_ours(path, id);
         return Err(e);
     }
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        id,
+    };
     Ok(Bound {
         socket,
-        file: Some(SocketFile {
-            path: path.to_path_buf(),
-            id,
-        }),
+        file: Some(file),
     })
+}
+
+/// [`Error::NoParent`] unless `dir`, the directory of `path`, exists.
+fn check_parent(dir: &Path, path: &Path) -> Result<(), Error> {
+    match fs::metadata(dir) {
+        Ok(meta) if !meta.is_dir() => Err(Error::NoParent(path.display().to_string())),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
+            Err(Error::NoParent(path.display().to_string()))
+        }
+        _ => Ok(()), // exists, or unreadable: bind will say what is wrong
+    }
 }
 
 /// Sets the mode of the socket's own inode (`fchmod`), through `File`,

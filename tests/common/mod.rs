@@ -322,6 +322,11 @@ impl Library {
         }
     }
 
+    /// A handle to the running server.
+    pub fn handle(&self) -> uds_reactor::Handle {
+        self.handle.clone()
+    }
+
     /// Stops the server through its handle and returns its final counters.
     pub fn stop(mut self) -> uds_reactor::Stats {
         self.handle.stop();
@@ -337,6 +342,15 @@ impl Drop for Library {
             let _ = thread.join();
         }
     }
+}
+
+/// A stream connection to `path` whose reads and writes give up after
+/// [`PATIENCE`] (a hung server fails the test instead of hanging it).
+pub fn connect(path: &Path) -> std::os::unix::net::UnixStream {
+    let s = std::os::unix::net::UnixStream::connect(path).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    s.set_write_timeout(Some(PATIENCE)).expect("timeout");
+    s
 }
 
 /// Writes `data` to a new connection from another thread, half-closes,
