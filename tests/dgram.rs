@@ -11,10 +11,8 @@ mod common;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{stat, tagged, Library, Proc, TempDir, PATIENCE};
 use uds_reactor::{Config, Context, Frame, Handler, SocketType};
@@ -153,35 +151,55 @@ fn a_sender_that_vanished_does_not_disturb_the_server() {
     assert!(p.stop().success());
 }
 
-/// Waits until `counter` has not moved for `quiet` (its writer is blocked)
-/// or reaches `end`, and returns its value; fails after PATIENCE.
-fn wait_until_stalled(counter: &AtomicUsize, end: usize, quiet: Duration) -> usize {
+/// Sends datagram `i` = `tagged(i, len)` for `i` in `0..n` to `to`, from
+/// the nonblocking `c`, until the kernel refuses them (`WouldBlock`: the
+/// server's receive queue is full) and the server has stopped reading.
+/// That is read from two stats lines, A and B, with a send between them
+/// that the kernel refuses: the datagrams filling the queue then were all
+/// there at A (nothing was sent since), and each line costs the server a
+/// loop turn, so a server that may still read reads between A and B; an
+/// unchanged `frames_in` means it has stopped. Otherwise room is coming and
+/// sending goes on. Returns how many were sent (`n` if all were); `c` is
+/// blocking again on return.
+fn send_until_stalled(c: &UnixDatagram, to: &Path, n: usize, len: usize, p: &mut Proc) -> usize {
     let deadline = Instant::now() + PATIENCE;
-    let mut last = counter.load(Ordering::SeqCst);
-    let mut since = Instant::now();
-    loop {
-        thread::sleep(Duration::from_millis(20));
-        let now = counter.load(Ordering::SeqCst);
-        if now == end {
-            return now;
+    c.set_nonblocking(true).unwrap();
+    let mut next = 0;
+    // Sends datagram `next` if the kernel takes it.
+    let send = |next: &mut usize| -> bool {
+        match c.send_to(&tagged(*next, len), to) {
+            Ok(_) => {
+                *next += 1;
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("send: {e}"),
         }
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return now;
+    };
+    for _ in 0..100_000 {
+        while next < n && send(&mut next) {}
+        if next == n {
+            break;
+        }
+        let a = stat(&p.stats(), "frames_in");
+        if !send(&mut next) && stat(&p.stats(), "frames_in") == a {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "the sender neither stalled nor finished"
+            "the server neither stopped reading nor took all {n} datagrams"
         );
     }
+    c.set_nonblocking(false).unwrap();
+    next
 }
 
 #[test]
 fn a_burst_from_a_blocking_sender_loses_nothing() {
-    // 20,000 datagrams of 1 KiB (20 MiB) from a blocking socket that reads
-    // nothing until its sends stall: far more than the kernel queues and
+    // 20,000 datagrams of 1 KiB (20 MiB) from a socket that reads nothing
+    // until its sends stall (nonblocking until the kernel refuses one and
+    // the server has stopped reading, then blocking for the rest, while
+    // the replies are read): far more than the kernel queues and
     // --max-buffer hold. A server that dropped replies when the client's
     // queue is full would never stall the sender and would lose replies; a
     // correct one stops reading while its reply queue is full, so the
@@ -191,23 +209,21 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
     const LEN: usize = 1024;
     let (dir, mut p, server) = serve(&[]);
     let c = bound(&dir.path("c.sock"));
-    let tx = c.try_clone().unwrap();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let sent_w = Arc::clone(&sent);
-    let to = server.clone();
-    let sender = thread::spawn(move || {
-        for i in 0..N {
-            tx.send_to(&tagged(i, LEN), &to).expect("blocking send");
-            sent_w.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    let stalled_at = wait_until_stalled(&sent, N, Duration::from_millis(300));
+    let stalled_at = send_until_stalled(&c, &server, N, LEN, &mut p);
     assert!(
         stalled_at < N / 10,
         "the sender was never held back ({stalled_at} of {N} sent): the server kept reading"
     );
     let line = p.stats();
     assert!(stat(&line, "frames_in") <= stalled_at as u64);
+    // The rest, blocking, while the replies are read.
+    let tx = c.try_clone().unwrap();
+    let to = server.clone();
+    let sender = thread::spawn(move || {
+        for i in stalled_at..N {
+            tx.send_to(&tagged(i, LEN), &to).expect("blocking send");
+        }
+    });
     let mut buf = vec![0; 2 * LEN];
     for i in 0..N {
         let (n, _) = c

@@ -12,10 +12,8 @@ use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{stat, tagged, Library, Proc, Rng, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -163,20 +161,9 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
         sum += len;
     }
     let s = connect(&path);
-    let w = s.try_clone().unwrap();
-    let sent = Arc::new(AtomicUsize::new(0));
-    let sent_w = Arc::clone(&sent);
-    let to_send = sizes.clone();
-    let writer = thread::spawn(move || {
-        for (i, &len) in to_send.iter().enumerate() {
-            send(&w, &tagged(i, len));
-            sent_w.fetch_add(len, Ordering::SeqCst);
-        }
-        w.shutdown(Shutdown::Write).unwrap();
-    });
     // Nobody reads: the writer must come to a stop once the server's
     // output reaches --max-buffer and the kernel queues both ways are full.
-    let stalled_at = wait_until_stalled(&sent, Duration::from_millis(300));
+    let (next, stalled_at) = send_until_stalled(&s, &sizes, &mut p);
     // Bound: the server's output (max-buffer plus one message) plus two
     // kernel queues (one socket send buffer each way, about 208 KiB).
     let bound = MAX_BUFFER + (16 << 10) + 2 * (512 << 10);
@@ -186,7 +173,16 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
     );
     let line = p.stats();
     assert!(stat(&line, "bytes_in") <= stalled_at as u64);
-    // Now read: everything comes back, intact and in order.
+    // Now read, while the rest is sent: everything comes back, intact and
+    // in order.
+    let w = s.try_clone().unwrap();
+    let to_send = sizes.clone();
+    let writer = thread::spawn(move || {
+        for (i, &len) in to_send.iter().enumerate().skip(next) {
+            send(&w, &tagged(i, len));
+        }
+        w.shutdown(Shutdown::Write).unwrap();
+    });
     for (i, &len) in sizes.iter().enumerate() {
         let got = recv(&s).unwrap_or_else(|| panic!("EOF before message {i}"));
         assert_eq!(got.len(), len, "message {i}: length");
@@ -197,23 +193,50 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
     assert!(p.stop().success());
 }
 
-/// Waits until `counter` has not moved for `quiet` (the writer is blocked)
-/// and returns its value; fails after PATIENCE.
-fn wait_until_stalled(counter: &AtomicUsize, quiet: Duration) -> usize {
+/// Sends message `i` = `tagged(i, sizes[i])` in order, nonblocking, until
+/// the kernel refuses them (`WouldBlock`: what we sent waits for the
+/// server) and the server has stopped reading. That is read from two
+/// stats lines, A and B, with a send between them that the kernel
+/// refuses: what it waited for then was all there at A (nothing was sent
+/// since), and each line costs the server a loop turn, so a server that
+/// may still read reads between A and B; an unchanged `bytes_in` means it
+/// has stopped. Otherwise room is coming and sending goes on. Returns the
+/// index of the first message not sent and the bytes sent; `s` is
+/// blocking again on return.
+fn send_until_stalled(s: &Socket, sizes: &[usize], p: &mut Proc) -> (usize, usize) {
     let deadline = Instant::now() + PATIENCE;
-    let mut last = counter.load(Ordering::SeqCst);
-    let mut since = Instant::now();
-    loop {
-        thread::sleep(Duration::from_millis(20));
-        let now = counter.load(Ordering::SeqCst);
-        if now != last {
-            last = now;
-            since = Instant::now();
-        } else if since.elapsed() >= quiet {
-            return now;
+    s.set_nonblocking(true).unwrap();
+    let (mut next, mut sent) = (0, 0);
+    // Sends message `next` if the kernel takes it.
+    let send = |next: &mut usize, sent: &mut usize| -> bool {
+        match s.send(&tagged(*next, sizes[*next])) {
+            Ok(n) => {
+                assert_eq!(n, sizes[*next], "seqpacket send is whole");
+                *sent += n;
+                *next += 1;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("send: {e}"),
         }
-        assert!(Instant::now() < deadline, "the writer never stalled");
+    };
+    for _ in 0..100_000 {
+        while next < sizes.len() && send(&mut next, &mut sent) {}
+        assert!(
+            next < sizes.len(),
+            "all {sent} bytes sent to a peer that does not read; the server kept reading"
+        );
+        let a = stat(&p.stats(), "bytes_in");
+        if !send(&mut next, &mut sent) && stat(&p.stats(), "bytes_in") == a {
+            s.set_nonblocking(false).unwrap();
+            return (next, sent);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server neither stopped reading nor let {sent} bytes through"
+        );
     }
+    panic!("the server neither stopped reading nor let {sent} bytes through");
 }
 
 #[test]

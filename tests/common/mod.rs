@@ -370,3 +370,64 @@ pub fn echo_through(path: &Path, data: &[u8]) -> Vec<u8> {
     writer.join().expect("writer");
     got
 }
+
+impl Proc {
+    /// Waits for a stderr line containing `needle` or for the process to
+    /// exit, whichever comes first: `Ok(line)` or `Err(status)`. Panics
+    /// after PATIENCE.
+    pub fn wait_for_or_exit(&mut self, needle: &str) -> Result<String, ExitStatus> {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            match self.lines.recv_timeout(Duration::from_millis(10)) {
+                Ok(line) if line.contains(needle) => return Ok(line),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                // stderr closed: the process is exiting.
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(self.wait_exit()),
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Err(status);
+            }
+        }
+        panic!(
+            "neither a line containing {needle:?} nor an exit; log so far:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Once the process has exited (or closed stderr): waits until its
+    /// stderr is read to the end and returns all of it, one string.
+    pub fn log_at_exit(&mut self) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return self.log_text(),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stderr still open; log so far:\n{}", self.log_text())
+                }
+            }
+        }
+    }
+}
+
+/// Sends `signal` to `pid`: only ever a process this test started,
+/// directly or through a wrapper (`strace`, `sh -c ... exec`).
+pub fn signal(pid: i32, signal: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+impl Proc {
+    /// [`stats`](Self::stats) when the server is `pid`, a child of this
+    /// process (run under a wrapper that does not forward signals).
+    pub fn stats_of(&mut self, pid: i32) -> String {
+        signal(pid, libc::SIGUSR1);
+        self.wait_for("stats open=")
+    }
+}
