@@ -33,12 +33,12 @@ impl<H: Handler> Server<H> {
         if !sys::signal_ignored(SIGHUP) {
             stopping.push(SIGHUP);
         }
-        let mut signals =
-            Signals::new(stopping).map_err(|e| Error::io("install", "signal handlers", e))?;
+        let target = || format!("signal handlers for {}", super::shown(&self.core.config));
+        let mut signals = Signals::new(stopping).map_err(|e| Error::io("install", target(), e))?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)
-            .map_err(|e| Error::io("register", "signal handlers", e))?;
+            .map_err(|e| Error::io("register", target(), e))?;
         self.signals = Some(signals);
         Ok(())
     }
@@ -121,10 +121,7 @@ impl<H: Handler> Server<H> {
     /// Logs `listening on ...` and, with systemd support, says `READY=1`.
     pub(super) fn announce(&self) {
         let config = &self.core.config;
-        let addr = match &config.address {
-            Some(a) => a.to_string(),
-            None => "an unnamed socket".into(),
-        };
+        let addr = super::shown(config);
         // Only a path we bound ourselves has a file of ours.
         let inherited = self.file.is_none() && matches!(config.address, Some(Address::Path(_)));
         info!(

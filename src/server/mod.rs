@@ -194,16 +194,18 @@ impl<H: Handler> Server<H> {
     pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H>, Error> {
         config.validate()?;
         let (socket, file) = listen(&mut config)?;
-        let poll = Poll::new().map_err(|e| Error::io("create", "poll", e))?;
-        let waker =
-            Waker::new(poll.registry(), WAKER).map_err(|e| Error::io("create", "waker", e))?;
+        // A runtime error names the address as well as the step.
+        let target = |what: &str| format!("{what} for {}", shown(&config));
+        let poll = Poll::new().map_err(|e| Error::io("create", target("poll"), e))?;
+        let waker = Waker::new(poll.registry(), WAKER)
+            .map_err(|e| Error::io("create", target("waker"), e))?;
         poll.registry()
             .register(
                 &mut SourceFd(&socket.as_raw_fd()),
                 ENDPOINT,
                 Interest::READABLE,
             )
-            .map_err(|e| Error::io("register", "listener", e))?;
+            .map_err(|e| Error::io("register", target("the socket"), e))?;
         let core = Core::new(config, handler);
         let endpoint = match core.config.socket_type {
             SocketType::Dgram => Endpoint::Datagrams(Dgram::new(socket, &core.config)?),
@@ -362,6 +364,14 @@ impl<S> Endpoint<S> {
             Endpoint::Connections(c) => c.len(),
             Endpoint::Datagrams(d) => d.queued(),
         }
+    }
+}
+
+/// The address served, as errors and logs name it.
+fn shown(config: &Config) -> String {
+    match &config.address {
+        Some(a) => a.to_string(),
+        None => "an unnamed socket".into(),
     }
 }
 
