@@ -1,12 +1,16 @@
 //! Server settings: every command-line flag has a field here, with SPEC's
-//! defaults. Pure data and validation; no I/O.
+//! defaults. Pure data and validation (an address's `sockaddr_un` is built
+//! here too; that is no I/O either).
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use socket2::SockAddr;
 
 use crate::error::Error;
 
@@ -114,6 +118,45 @@ impl Address {
         match s.as_bytes() {
             [b'@', name @ ..] => Address::Abstract(name.to_vec()),
             _ => Address::Path(PathBuf::from(s)),
+        }
+    }
+
+    /// The `sockaddr_un` of this address, to bind or connect a
+    /// `socket2::Socket` (an abstract name gets its leading NUL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PathTooLong`] when it does not fit in `sun_path` (107 bytes
+    /// of path or of abstract name); [`Error::Config`] for an empty path or
+    /// one containing a NUL byte.
+    pub fn to_sock_addr(&self) -> Result<SockAddr, Error> {
+        if let Address::Path(path) = self {
+            let bytes = path.as_os_str().as_bytes();
+            if bytes.is_empty() {
+                return Err(Error::Config("the socket path is empty".into()));
+            }
+            if bytes.contains(&0) {
+                return Err(Error::Config(format!(
+                    "socket path {} contains a NUL byte",
+                    path.display()
+                )));
+            }
+        }
+        self.raw_sock_addr()
+            .map_err(|_| Error::PathTooLong(self.to_string()))
+    }
+
+    /// [`to_sock_addr`](Self::to_sock_addr) without its checks, keeping
+    /// `socket2`'s own error (for callers that report an `io::Error`).
+    pub(crate) fn raw_sock_addr(&self) -> io::Result<SockAddr> {
+        match self {
+            Address::Path(path) => SockAddr::unix(path),
+            Address::Abstract(name) => {
+                let mut bytes = Vec::with_capacity(name.len() + 1);
+                bytes.push(0);
+                bytes.extend_from_slice(name);
+                SockAddr::unix(OsStr::from_bytes(&bytes))
+            }
         }
     }
 }

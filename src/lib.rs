@@ -76,6 +76,24 @@ pub use handler::{ConnId, Context, Echo, Handler, PeerCred};
 pub use server::{Handle, Server};
 pub use stats::Stats;
 
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its
+/// hard limit and returns the soft limit now in force (the old one if
+/// raising it was refused).
+///
+/// This changes process-wide state (every thread, and children spawned
+/// later, inherit the new limit), so it is the program's choice, made once
+/// at startup, not a side effect to rely on when building a [`Server`]. A
+/// server sizes its default connection cap (`max_connections: None`) from
+/// the limit in force when it is built: call this first for the highest
+/// cap allowed.
+///
+/// # Errors
+///
+/// `getrlimit(2)` failing.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    sys::raise_nofile_limit()
+}
+
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
