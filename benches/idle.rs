@@ -40,7 +40,7 @@ const WANTED_LIMIT: u64 = 250_000;
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     raise_hard_limit();
-    let own_limit = uds_reactor::sys::raise_nofile_limit().expect("getrlimit");
+    let own_limit = uds_reactor::raise_open_file_limit().expect("getrlimit");
     let dir = std::env::temp_dir().join(format!("udsr-bench-idle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");

@@ -42,15 +42,6 @@ impl Error {
             source,
         }
     }
-
-    /// The process exit status the binary uses for this error: 2 for usage
-    /// errors, 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Config(_) => 2,
-            _ => 1,
-        }
-    }
 }
 
 impl fmt::Display for Error {

@@ -56,7 +56,6 @@
 #![warn(missing_docs)]
 
 pub mod buffer;
-pub mod client;
 pub mod codec;
 pub mod config;
 pub mod conn;
@@ -64,7 +63,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
-pub mod load;
 pub mod server;
 pub mod stats;
 pub mod sys;

@@ -20,7 +20,7 @@ pub const BUF: usize = 64 << 10;
 /// On an unknown name or a failed bind: the parent sees the child exit.
 pub fn serve(name: &str, path: &Path) {
     // Thousands of idle connections need descriptors.
-    let _ = uds_reactor::sys::raise_nofile_limit();
+    let _ = uds_reactor::raise_open_file_limit();
     let listener = UnixListener::bind(path).expect("bind peer socket");
     match name {
         "tokio-ct" => tokio_ct::serve(listener),

@@ -1,23 +1,23 @@
-//! Command-line parsing: clap definitions, the checks clap cannot express,
-//! and the mapping from outcomes to exit statuses. No socket code.
-
-mod client;
-mod load;
+//! The default command, serving: its options, the `Config` they build
+//! (with the checks clap cannot express), and the run of the library's
+//! server. No socket code.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::ArgMatches;
 use log::LevelFilter;
-use simplelog::{ConfigBuilder, WriteLogger};
 
 use uds_reactor::config::{parse_mode, parse_size};
-use uds_reactor::{Address, Config, Framing, Group, Server, SocketType};
+use uds_reactor::{Address, Config, Error, Framing, Group, Server, SocketType};
 
-const AFTER_HELP: &str = "\
+use crate::args::{self, parse_level, parse_secs};
+use crate::logging;
+
+/// The server's `--help` epilogue.
+pub const AFTER_HELP: &str = "\
 Sizes take plain bytes or a K, M or G suffix (powers of 1024).
 
 Signals: SIGINT/SIGTERM/SIGHUP stop accepting, remove the socket file and
@@ -30,49 +30,28 @@ listening, STOPPING=1 at shutdown), JOURNAL_STREAM (log without timestamps).
 
 Exit status: 0 after a signal, 1 on a runtime error, 2 on a usage error.";
 
-/// A single-threaded Unix-domain-socket echo server (stream, seqpacket,
-/// dgram; raw, line or length framing).
-#[derive(Parser, Debug)]
-#[command(
-    name = "uds-reactor",
-    version,
-    args_conflicts_with_subcommands = true,
-    after_help = AFTER_HELP
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Connect to a socket: stdin to the socket, the socket to stdout
-    /// (like `nc -U`, aware of types and framings).
-    Client(client::ClientArgs),
-    /// Load generator: drive a server with echo traffic, verify every byte,
-    /// report msgs/s, MB/s and latency (like `redis-benchmark`).
-    Load(load::LoadArgs),
-}
-
 /// The server's options (SPEC "Command line").
 #[derive(clap::Args, Debug)]
-struct ServeArgs {
+pub struct ServeArgs {
     /// Socket path, or @name for a Linux abstract address. May be omitted
     /// under systemd socket activation.
     #[arg(value_name = "PATH")]
     path: Option<OsString>,
 
+    /// Words after PATH: none is valid, but they are collected (with
+    /// whatever follows them) so that the error names the first one (see
+    /// `reject_extra` in main.rs).
+    #[arg(hide = true, value_name = "EXTRA", trailing_var_arg = true)]
+    pub extra: Vec<OsString>,
+
     /// Socket type.
-    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = ["stream", "seqpacket", "dgram"])]
-    socket_type: String,
+    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = args::socket_type())]
+    socket_type: SocketType,
 
     /// Stream framing: raw bytes, newline-terminated lines, or 4-byte
     /// big-endian length prefixes. Stream sockets only.
-    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = ["raw", "line", "length"])]
-    framing: String,
+    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = args::framing())]
+    framing: Framing,
 
     /// Largest frame payload accepted (bytes, or with K/M/G).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
@@ -134,39 +113,30 @@ struct ServeArgs {
     quiet: u8,
 }
 
-/// Runs the binary: 0 after a signal-initiated shutdown, 1 for a runtime
-/// error, 2 for a usage error; errors are one line on stderr.
-pub fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    match cli.command {
-        None => serve(cli.serve, &matches),
-        Some(Command::Client(args)) => client::run(args),
-        Some(Command::Load(args)) => load::run(args),
-    }
-}
-
-fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
-    init_logging(level(args.log_level, args.verbose, args.quiet));
+/// Serves until a signal: 0 after a signal-initiated shutdown, 1 for a
+/// runtime error, 2 for a usage error (bad settings, or no PATH and no
+/// socket inherited from systemd).
+pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    logging::init(logging::level(args.log_level, args.verbose, args.quiet));
     let config = match config_from(args, matches) {
         Ok(config) => config,
-        Err(msg) => Cli::command()
-            .error(ErrorKind::ArgumentConflict, msg)
-            .exit(),
+        Err(msg) => crate::usage_error(None, &msg),
     };
+    // Our choice as a program, before the server sizes its default
+    // connection cap from it; refusal only lowers that cap.
+    if let Err(e) = uds_reactor::raise_open_file_limit() {
+        log::debug!("cannot read the open-file limit: {e}");
+    }
     let result = Server::bind(config).and_then(|mut server| {
         server.handle_signals()?;
         server.run()
     });
     match result {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("uds-reactor: {e}");
-            ExitCode::from(e.exit_code())
-        }
+        // The library finds some usage errors only as it binds: no PATH
+        // and nothing inherited from systemd, say.
+        Err(Error::Config(msg)) => crate::usage_error(None, &msg),
+        Err(e) => crate::fail("uds-reactor", &e),
     }
 }
 
@@ -174,8 +144,7 @@ fn serve(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
 /// together (clap cannot express these).
 fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> {
     let given = |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine));
-    let socket_type: SocketType = args.socket_type.parse()?;
-    let framing: Framing = args.framing.parse()?;
+    let socket_type = args.socket_type;
     if args.path.as_ref().is_some_and(|p| p.is_empty()) {
         return Err("the socket PATH is empty".into());
     }
@@ -198,7 +167,7 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
     let config = Config {
         address,
         socket_type,
-        framing,
+        framing: args.framing,
         max_frame: args.max_frame,
         max_buffer: args.max_buffer,
         mode: args.mode,
@@ -211,66 +180,8 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
         backlog: args.backlog,
         systemd: true,
     };
+    // Without a PATH the library decides: it serves what systemd passed,
+    // or refuses (a usage error) if nothing was.
     config.validate().map_err(|e| e.to_string())?;
-    if config.address.is_none() && !activated() {
-        return Err("a PATH is required (unless started by systemd socket activation)".into());
-    }
     Ok(config)
-}
-
-/// Whether systemd passed us sockets: `LISTEN_FDS` set and `LISTEN_PID`
-/// naming this process (otherwise the variables are someone else's).
-fn activated() -> bool {
-    let ours = std::env::var("LISTEN_PID").is_ok_and(|pid| pid == std::process::id().to_string());
-    ours && std::env::var_os("LISTEN_FDS").is_some()
-}
-
-/// Parses `--log-level`, listing the choices when the value is not one.
-fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not a log level (off, error, warn, info, debug, trace)"))
-}
-
-/// `--log-level` stepped up by `-v` and down by `-q`.
-fn level(base: LevelFilter, verbose: u8, quiet: u8) -> LevelFilter {
-    const LEVELS: [LevelFilter; 6] = [
-        LevelFilter::Off,
-        LevelFilter::Error,
-        LevelFilter::Warn,
-        LevelFilter::Info,
-        LevelFilter::Debug,
-        LevelFilter::Trace,
-    ];
-    let at = LEVELS.iter().position(|l| *l == base).unwrap_or(3) as i32;
-    let at = (at + i32::from(verbose) - i32::from(quiet)).clamp(0, 5);
-    LEVELS[at as usize]
-}
-
-/// Logs to stderr, one line each, without module paths, and only our own
-/// crate's lines (mio's trace lines are noise to an operator). Under
-/// journald (`JOURNAL_STREAM` set) the journal stamps each line itself, so
-/// ours carry no time.
-pub fn init_logging(level: LevelFilter) {
-    let mut builder = ConfigBuilder::new();
-    builder
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .add_filter_allow_str("uds_reactor")
-        .set_time_format_rfc3339();
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.set_time_level(LevelFilter::Off);
-    }
-    let config = builder.build();
-    // Only fails if a logger is already set, which cannot happen here.
-    let _ = WriteLogger::init(level, config, std::io::stderr());
-}
-
-/// Parses whole or fractional seconds.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0 && *v < 1e9)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("'{s}' is not a number of seconds"))
 }
