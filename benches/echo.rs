@@ -13,9 +13,11 @@
 //!   (uds-reactor's read size), bytes kept only after a short write — what
 //!   one thread can do at best (benches/peers/epoll.rs).
 //!
-//! The load generator (`uds_reactor::load`, verifying every echoed byte)
-//! runs in this process. On two or more CPUs the servers are pinned to
-//! CPU 0 and the load generator to CPU 1. The workloads, run for each
+//! The load generator (`uds-reactor load --json`, the same built binary,
+//! verifying every echoed byte) runs as a child process for each run
+//! (benches/echo/load.rs). On two or more CPUs the servers are pinned to
+//! CPU 0, and the load generator (and this process, which holds the idle
+//! connections) to CPU 1. The workloads, run for each
 //! server in turn (the order rotating each repetition), several times:
 //!
 //! | name | what |
@@ -45,6 +47,8 @@
 //! adds another uds-reactor binary as `uds-reactor-base`, to measure a
 //! change against the build before it in the same run.
 
+#[path = "echo/load.rs"]
+mod load;
 mod peers;
 #[path = "echo/procs.rs"]
 mod procs;
@@ -52,9 +56,7 @@ mod procs;
 mod table;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use uds_reactor::load::{self, Limit, LoadConfig};
+use std::time::Instant;
 
 use procs::{Kind, Server, TempDir};
 use table::{Results, Sample, Unit};
@@ -195,7 +197,7 @@ fn main() {
         .collect();
     for s in &servers {
         // Fault in code and buffers before anything is measured.
-        let _ = measure(s, &WORKLOADS[3], 0.2);
+        let _ = measure(s, &WORKLOADS[3], 0.2, load_cpu);
     }
 
     // Other work on the machine skews everything: say how much there was.
@@ -221,7 +223,7 @@ fn main() {
                     fresh.stop();
                     sample
                 } else if servers[si].alive() {
-                    measure(&servers[si], w, settings.secs)
+                    measure(&servers[si], w, settings.secs, load_cpu)
                 } else {
                     None
                 };
@@ -305,19 +307,22 @@ fn table_of(
     out
 }
 
-/// Runs `w` against `server` for `secs`; None if the run failed.
-fn measure(server: &Server, w: &Workload, secs: f64) -> Option<Sample> {
+/// Runs `w` against `server` for `secs`, the load generator on
+/// `load_cpu`; None if the run failed.
+fn measure(server: &Server, w: &Workload, secs: f64, load_cpu: Option<usize>) -> Option<Sample> {
     if w.unit == Unit::Rss {
         return measure_rss(server, w.connections);
     }
-    let mut config = LoadConfig::new(&server.path);
-    config.connections = w.connections;
-    config.size = w.size;
-    config.pipeline = w.pipeline;
-    config.churn = w.churn;
-    config.limit = Limit::Time(Duration::from_secs_f64(secs));
+    let run = load::Run {
+        path: &server.path,
+        connections: w.connections,
+        size: w.size,
+        pipeline: w.pipeline,
+        churn: w.churn,
+        secs,
+    };
     let cpu_before = server.cpu();
-    let report = match load::run(&config) {
+    let report = match load::run(&run, load_cpu) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{} {}: {e}", w.name, server.name);
@@ -326,18 +331,15 @@ fn measure(server: &Server, w: &Workload, secs: f64) -> Option<Sample> {
     };
     let cpu = (server.cpu() - cpu_before).as_secs_f64();
     let (rate, per) = match w.unit {
-        Unit::Messages => (report.msgs_per_sec(), cpu * 1e6 / report.messages as f64),
-        Unit::Bytes => (report.mb_per_sec(), cpu / (report.bytes as f64 / 1e9)),
-        Unit::Connections => (
-            report.conns_per_sec(),
-            cpu * 1e6 / report.connections as f64,
-        ),
+        Unit::Messages => (report.msgs_per_sec, cpu * 1e6 / report.messages),
+        Unit::Bytes => (report.mb_per_sec, cpu / (report.bytes / 1e9)),
+        Unit::Connections => (report.conns_per_sec, cpu * 1e6 / report.connections_opened),
         Unit::Rss => unreachable!("measured by measure_rss"),
     };
     Some(Sample {
         rate,
-        p50_us: report.latency.quantile(0.5) as f64 / 1e3,
-        p99_us: report.latency.quantile(0.99) as f64 / 1e3,
+        p50_us: report.p50_us,
+        p99_us: report.p99_us,
         cpu: per,
     })
 }

@@ -49,7 +49,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use log::{debug, LevelFilter};
-use uds_reactor::{Config, ConnId, Context, Frame, Framing, Handler, PeerCred, Server};
+use uds_reactor::{Config, ConnId, Context, Error, Frame, Framing, Handler, PeerCred, Server};
 
 /// The most keys the store holds; a `SET` of a new key past it fails, so a
 /// client cannot grow the server without bound.
@@ -172,7 +172,11 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kv: {e}");
-            ExitCode::from(e.exit_code())
+            // Exit statuses are this program's policy: 2 for bad settings.
+            match e {
+                Error::Config(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

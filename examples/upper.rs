@@ -26,7 +26,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use log::LevelFilter;
-use uds_reactor::{Config, Context, Frame, Framing, Handler, Server};
+use uds_reactor::{Config, Context, Error, Frame, Framing, Handler, Server};
 
 /// Replies to each line with the line uppercased.
 #[derive(Clone, Copy, Debug, Default)]
@@ -68,7 +68,11 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("upper: {e}");
-            ExitCode::from(e.exit_code())
+            // Exit statuses are this program's policy: 2 for bad settings.
+            match e {
+                Error::Config(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

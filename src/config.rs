@@ -1,12 +1,16 @@
 //! Server settings: every command-line flag has a field here, with SPEC's
-//! defaults. Pure data and validation; no I/O.
+//! defaults. Pure data and validation (an address's `sockaddr_un` is built
+//! here too; that is no I/O either).
 
 use std::ffi::OsStr;
 use std::fmt;
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
+
+use socket2::SockAddr;
 
 use crate::error::Error;
 
@@ -116,6 +120,45 @@ impl Address {
             _ => Address::Path(PathBuf::from(s)),
         }
     }
+
+    /// The `sockaddr_un` of this address, to bind or connect a
+    /// `socket2::Socket` (an abstract name gets its leading NUL).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PathTooLong`] when it does not fit in `sun_path` (107 bytes
+    /// of path or of abstract name); [`Error::Config`] for an empty path or
+    /// one containing a NUL byte.
+    pub fn to_sock_addr(&self) -> Result<SockAddr, Error> {
+        if let Address::Path(path) = self {
+            let bytes = path.as_os_str().as_bytes();
+            if bytes.is_empty() {
+                return Err(Error::Config("the socket path is empty".into()));
+            }
+            if bytes.contains(&0) {
+                return Err(Error::Config(format!(
+                    "socket path {} contains a NUL byte",
+                    path.display()
+                )));
+            }
+        }
+        self.raw_sock_addr()
+            .map_err(|_| Error::PathTooLong(self.to_string()))
+    }
+
+    /// [`to_sock_addr`](Self::to_sock_addr) without its checks, keeping
+    /// `socket2`'s own error (for callers that report an `io::Error`).
+    pub(crate) fn raw_sock_addr(&self) -> io::Result<SockAddr> {
+        match self {
+            Address::Path(path) => SockAddr::unix(path),
+            Address::Abstract(name) => {
+                let mut bytes = Vec::with_capacity(name.len() + 1);
+                bytes.push(0);
+                bytes.extend_from_slice(name);
+                SockAddr::unix(OsStr::from_bytes(&bytes))
+            }
+        }
+    }
 }
 
 impl fmt::Display for Address {
@@ -168,6 +211,7 @@ impl FromStr for Group {
 /// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Where to listen. `None` only with socket activation, where the
     /// listener is inherited as descriptor 3.
@@ -197,10 +241,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Listen backlog (`--backlog`).
     pub backlog: i32,
-    /// Honour systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`) and
-    /// readiness notification (`NOTIFY_SOCKET`). On in the binary; off by
-    /// default in the library so an embedding process's environment is not
-    /// taken over by surprise.
+    /// Honour systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`: take
+    /// descriptor 3, once per process) and send readiness notifications
+    /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`). The one setting that
+    /// reads the environment, which is only read, never edited. On in the
+    /// binary; off by default in the library, so an embedded server never
+    /// speaks for its host program to the service manager.
     pub systemd: bool,
 }
 

@@ -10,7 +10,8 @@ use std::io;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// A bad combination of settings; the binary exits 2.
+    /// A bad combination of settings (or nothing to listen on): a usage
+    /// error, which the `uds-reactor` binary reports with exit status 2.
     Config(String),
     /// A system call failed: `step` is what we were doing (`bind`, `listen`,
     /// `chmod`, ...), `target` the path or object it was done to.
@@ -41,15 +42,6 @@ impl Error {
             step,
             target: target.to_string(),
             source,
-        }
-    }
-
-    /// The process exit status the binary uses for this error: 2 for usage
-    /// errors, 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Error::Config(_) => 2,
-            _ => 1,
         }
     }
 }

@@ -57,7 +57,6 @@
 #![warn(missing_docs)]
 
 pub mod buffer;
-pub mod client;
 pub mod codec;
 pub mod config;
 pub mod conn;
@@ -65,7 +64,6 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
-pub mod load;
 mod outbox;
 pub mod server;
 pub mod stats;
@@ -79,18 +77,20 @@ pub use outbox::SendError;
 pub use server::{Handle, Server};
 pub use stats::Stats;
 
-/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its hard
-/// limit and returns the soft limit now in force (the old one if raising
-/// was refused).
+/// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its
+/// hard limit and returns the soft limit now in force (the old one if
+/// raising it was refused).
 ///
-/// This changes process-wide state, so the library never does it by
-/// itself: building a [`Server`] only reads the limit (for the default
-/// [`Config::max_connections`]). The `uds-reactor` binary calls it at
-/// start, as SPEC says a daemon should; an embedding program decides.
+/// This changes process-wide state (every thread, and children spawned
+/// later, inherit the new limit), so it is the program's choice, made once
+/// at startup, not a side effect to rely on when building a [`Server`]. A
+/// server sizes its default connection cap (`max_connections: None`) from
+/// the limit in force when it is built: call this first for the highest
+/// cap allowed.
 ///
 /// # Errors
 ///
-/// `getrlimit` failing.
+/// `getrlimit(2)` failing.
 pub fn raise_open_file_limit() -> std::io::Result<u64> {
     sys::raise_nofile_limit()
 }

@@ -38,7 +38,7 @@ mod systemd;
 #[cfg(test)]
 mod tests;
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::mem;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
@@ -50,7 +50,7 @@ use crate::handler::PeerCred;
 
 #[cfg(test)]
 pub use socket_file::resolve_group;
-pub use socket_file::{bind, local_address, unix_addr, SocketFile};
+pub use socket_file::{bind, local_address, SocketFile};
 #[cfg(test)]
 use systemd::notify_to;
 pub use systemd::{inherited_listener, notify};
@@ -255,15 +255,6 @@ pub fn recv_dgram(sock: &Socket, buf: &mut [u8], want_cred: bool) -> io::Result<
 /// `send`'s error (`WouldBlock`, `EPIPE`, ...).
 pub fn send_nosignal(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
     retry(|| sock.send_with_flags(buf, libc::MSG_NOSIGNAL))
-}
-
-/// `sendmsg(2)` of several buffers with `MSG_NOSIGNAL`. Retries on `EINTR`.
-///
-/// # Errors
-///
-/// `sendmsg`'s error (`WouldBlock`, `EPIPE`, ...).
-pub fn send_vectored_nosignal(sock: &Socket, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    retry(|| sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL))
 }
 
 /// Bytes of a Unix socket's send buffer a datagram or seqpacket message

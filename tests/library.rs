@@ -233,7 +233,6 @@ fn setup_errors_are_typed() {
     let first = Server::bind(Config::new(&path)).unwrap();
     match Server::bind(Config::new(&path)) {
         Err(e @ Error::InUse(_)) => {
-            assert_eq!(e.exit_code(), 1);
             assert!(e.to_string().contains(&*path.to_string_lossy()), "{e}");
         }
         Err(e) => panic!("expected InUse, got {e}"),
@@ -258,7 +257,7 @@ fn setup_errors_are_typed() {
     let mut bad = Config::new(dir.path("bad.sock"));
     bad.max_buffer = 0;
     match Server::bind(bad) {
-        Err(e @ Error::Config(_)) => assert_eq!(e.exit_code(), 2),
+        Err(Error::Config(msg)) => assert!(msg.contains("--max-buffer"), "{msg}"),
         Err(e) => panic!("expected Config, got {e}"),
         Ok(_) => panic!("accepted --max-buffer 0"),
     }

@@ -1,12 +1,11 @@
 //! The socket-file protocol (see the [`sys`](super) docs), group lookup
 //! and Unix addresses.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::CString;
 use std::fs::{self, File, Permissions};
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::ptr;
@@ -43,7 +42,7 @@ pub fn bind(config: &Config) -> Result<Bound, Error> {
         .address
         .as_ref()
         .ok_or_else(|| Error::Config("no address to bind to".into()))?;
-    let addr = unix_addr(address)?;
+    let addr = address.to_sock_addr()?;
     let path = match address {
         Address::Path(path) => path,
         Address::Abstract(_) => {
@@ -302,30 +301,6 @@ fn group_name(group: &Group) -> String {
     }
 }
 
-/// Converts an address to a `sockaddr_un` (abstract names get their leading
-/// NUL).
-///
-/// # Errors
-///
-/// [`Error::PathTooLong`] when it does not fit in `sun_path` (107 bytes of
-/// path or of abstract name); [`Error::Config`] for an empty path or one
-/// containing a NUL byte.
-pub fn unix_addr(addr: &Address) -> Result<SockAddr, Error> {
-    if let Address::Path(path) = addr {
-        let bytes = path.as_os_str().as_bytes();
-        if bytes.is_empty() {
-            return Err(Error::Config("the socket path is empty".into()));
-        }
-        if bytes.contains(&0) {
-            return Err(Error::Config(format!(
-                "socket path {} contains a NUL byte",
-                path.display()
-            )));
-        }
-    }
-    sockaddr(addr).map_err(|_| Error::PathTooLong(addr.to_string()))
-}
-
 /// The address a socket is bound to, if it is a named Unix address.
 pub fn local_address(sock: &Socket) -> Option<Address> {
     let addr = sock.local_addr().ok()?;
@@ -334,18 +309,6 @@ pub fn local_address(sock: &Socket) -> Option<Address> {
     }
     addr.as_abstract_namespace()
         .map(|name| Address::Abstract(name.to_vec()))
-}
-
-pub(super) fn sockaddr(addr: &Address) -> io::Result<SockAddr> {
-    match addr {
-        Address::Path(path) => SockAddr::unix(path),
-        Address::Abstract(name) => {
-            let mut bytes = Vec::with_capacity(name.len() + 1);
-            bytes.push(0);
-            bytes.extend_from_slice(name);
-            SockAddr::unix(OsStr::from_bytes(&bytes))
-        }
-    }
 }
 
 /// The gid of a group: an id as is, a name looked up with `getgrnam_r`.

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Socket, Type};
 
-use super::socket_file::sockaddr;
 use super::{retry, socket_type};
 use crate::config::{Address, SocketType};
 use crate::error::Error;
@@ -133,7 +132,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 ///
 /// The address does not fit in `sun_path`, or the socket or `sendto` fails.
 pub fn notify_to(target: &OsStr, state: &str) -> io::Result<()> {
-    let addr = sockaddr(&Address::parse(target))?;
+    let addr = Address::parse(target).raw_sock_addr()?;
     let socket = Socket::new(Domain::UNIX, Type::DGRAM.cloexec(), None)?;
     retry(|| socket.send_to_with_flags(state.as_bytes(), &addr, libc::MSG_NOSIGNAL))?;
     Ok(())

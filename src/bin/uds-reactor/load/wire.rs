@@ -14,8 +14,8 @@
 //! a flipped byte, and sending or checking is a `memcmp` against a slice:
 //! nothing is generated or allocated per message.
 
-use crate::codec::HEADER_LEN;
-use crate::config::{Framing, SocketType};
+use uds_reactor::codec::HEADER_LEN;
+use uds_reactor::{Framing, SocketType};
 
 /// Distinct offsets into the pattern (a prime, so offsets cycle slowly).
 const SPAN: u64 = 4093;
@@ -100,7 +100,7 @@ impl Wire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
+    use uds_reactor::codec;
 
     fn whole(w: &Wire, seed: u64, k: u64) -> Vec<u8> {
         let mut out = Vec::new();

@@ -1,37 +1,37 @@
 //! `uds-reactor client`: arguments and entry point. The work is in
-//! [`uds_reactor::client`].
+//! [`Client`].
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
-use clap::CommandFactory;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use uds_reactor::client::{Client, ClientConfig};
 use uds_reactor::config::parse_size;
-use uds_reactor::{Address, Error};
+use uds_reactor::{Address, Framing, SocketType};
+
+use super::{Client, ClientConfig};
+use crate::args::{self, parse_secs};
 
 /// Connect to a uds-reactor (or any Unix socket) and pipe stdin/stdout.
 #[derive(clap::Args, Debug)]
 pub struct ClientArgs {
     /// Socket type (must match the server's).
-    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = ["stream", "seqpacket", "dgram"])]
-    socket_type: String,
+    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = args::socket_type())]
+    socket_type: SocketType,
 
     /// Stream framing: raw bytes; one line per frame; or each line's bytes
     /// behind a 4-byte big-endian length. Replies print one per line.
-    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = ["raw", "line", "length"])]
-    framing: String,
+    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = args::framing())]
+    framing: Framing,
 
     /// Largest line sent or reply accepted (bytes, or with K/M/G).
     #[arg(long, value_name = "BYTES", default_value = "1M", value_parser = parse_size)]
     max_frame: usize,
 
     /// dgram: after end of input, how long to wait for missing replies.
-    #[arg(long, value_name = "SECS", default_value = "2", value_parser = super::parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
     wait: Duration,
 
     /// Server socket path, or @name for an abstract address.
@@ -44,7 +44,7 @@ pub struct ClientArgs {
 pub fn run(args: ClientArgs) -> ExitCode {
     let config = match config_from(args) {
         Ok(config) => config,
-        Err(msg) => usage_error(&msg),
+        Err(msg) => crate::usage_error(Some("client"), &msg),
     };
     let client = match Client::connect(&config) {
         Ok(client) => client,
@@ -62,8 +62,8 @@ pub fn run(args: ClientArgs) -> ExitCode {
 fn config_from(args: ClientArgs) -> Result<ClientConfig, String> {
     let config = ClientConfig {
         address: Address::parse(&args.path),
-        socket_type: args.socket_type.parse()?,
-        framing: args.framing.parse()?,
+        socket_type: args.socket_type,
+        framing: args.framing,
         max_frame: args.max_frame,
         reply_wait: args.wait,
     };
@@ -71,24 +71,8 @@ fn config_from(args: ClientArgs) -> Result<ClientConfig, String> {
     Ok(config)
 }
 
-fn fail(e: &Error) -> ExitCode {
-    eprintln!("uds-reactor client: {e}");
-    ExitCode::from(e.exit_code())
-}
-
-/// Exits 2 with clap's usual message, under `uds-reactor client`.
-pub(super) fn usage_error(msg: &str) -> ! {
-    subcommand_error("client", msg)
-}
-
-/// A usage error in the style of clap's own, naming the subcommand.
-pub(super) fn subcommand_error(name: &str, msg: &str) -> ! {
-    let mut cmd = super::Cli::command();
-    cmd.build();
-    match cmd.find_subcommand_mut(name) {
-        Some(sub) => sub.error(ErrorKind::ArgumentConflict, msg).exit(),
-        None => cmd.error(ErrorKind::ArgumentConflict, msg).exit(),
-    }
+fn fail(e: &uds_reactor::Error) -> ExitCode {
+    crate::fail("uds-reactor client", e)
 }
 
 /// A datagram client's socket file outlives a kill unless removed here:

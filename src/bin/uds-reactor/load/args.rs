@@ -1,5 +1,5 @@
 //! `uds-reactor load`: arguments and entry point. The work is in
-//! [`uds_reactor::load`].
+//! [`generate`].
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -7,19 +7,21 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use uds_reactor::config::parse_size;
-use uds_reactor::load::{self, Limit, LoadConfig};
-use uds_reactor::Address;
+use uds_reactor::{Address, Framing, SocketType};
+
+use super::{generate, Limit, LoadConfig};
+use crate::args::{self, parse_secs};
 
 /// Drive a server with echo traffic and report throughput and latency.
 #[derive(clap::Args, Debug)]
 pub struct LoadArgs {
     /// Socket type (must match the server's).
-    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = ["stream", "seqpacket", "dgram"])]
-    socket_type: String,
+    #[arg(long = "type", value_name = "TYPE", default_value = "stream", value_parser = args::socket_type())]
+    socket_type: SocketType,
 
     /// Stream framing (must match the server's).
-    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = ["raw", "line", "length"])]
-    framing: String,
+    #[arg(long, value_name = "FRAMING", default_value = "raw", value_parser = args::framing())]
+    framing: Framing,
 
     /// Connections (datagram sockets) driven at once.
     #[arg(short = 'c', long, value_name = "CONNECTIONS", default_value_t = 1)]
@@ -43,7 +45,7 @@ pub struct LoadArgs {
     messages: Option<u64>,
 
     /// Run for this long instead, then wait for the messages in flight.
-    #[arg(short = 'd', long, value_name = "SECONDS", value_parser = super::parse_secs)]
+    #[arg(short = 'd', long, value_name = "SECONDS", value_parser = parse_secs)]
     duration: Option<Duration>,
 
     /// Connect, echo one message, close, repeat; reports conns/s.
@@ -55,7 +57,7 @@ pub struct LoadArgs {
     json: bool,
 
     /// Fail when no echo comes back for this long.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = super::parse_secs)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     timeout: Duration,
 
     /// Server socket path, or @name for an abstract address.
@@ -69,9 +71,9 @@ pub fn run(args: LoadArgs) -> ExitCode {
     let json = args.json;
     let config = match config_from(args) {
         Ok(config) => config,
-        Err(msg) => super::client::subcommand_error("load", &msg),
+        Err(msg) => crate::usage_error(Some("load"), &msg),
     };
-    match load::run(&config) {
+    match generate(&config) {
         Ok(report) if json => {
             println!("{}", report.to_json(&config));
             ExitCode::SUCCESS
@@ -95,8 +97,8 @@ fn config_from(args: LoadArgs) -> Result<LoadConfig, String> {
     };
     let config = LoadConfig {
         address: Address::parse(&args.path),
-        socket_type: args.socket_type.parse()?,
-        framing: args.framing.parse()?,
+        socket_type: args.socket_type,
+        framing: args.framing,
         connections: args.connections,
         size: args.size,
         pipeline: args.pipeline,

@@ -3,8 +3,9 @@
 //! what comes back.
 //!
 //! Counters run over the slot's whole life; byte cursors over the current
-//! connection. Message `k` of the slot is in flight from [`Slot::admit`]
-//! (when its send time is taken) until its last echoed byte is checked.
+//! connection. Message `k` of the slot is in flight from its admission in
+//! [`Slot::send`] (when its send time is taken) until its last echoed byte
+//! is checked.
 //!
 //! ```text
 //!  completed <= admitted <= completed + pipeline,  admitted <= quota
@@ -19,12 +20,12 @@ use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use socket2::{SockAddr, Socket};
 
+use uds_reactor::{Address, SocketType};
+
 use super::histogram::Histogram;
 use super::wire::Wire;
 use super::LoadError;
-use crate::client::{self, TempAddr};
-use crate::config::{Address, SocketType};
-use crate::sys;
+use crate::socket::{self, TempAddr};
 
 /// Slices per `sendmsg` on a stream (three parts per message at most).
 const IOVECS: usize = 48;
@@ -139,10 +140,10 @@ impl Slot {
         addr: &SockAddr,
         cx: &mut Cx<'_>,
     ) -> Result<Opened, LoadError> {
-        let setup = |step, e| LoadError::Setup(crate::Error::io(step, server, e));
-        let sock = client::new_socket(cx.ty, true).map_err(|e| setup("socket", e))?;
+        let setup = |step, e| LoadError::Setup(uds_reactor::Error::io(step, server, e));
+        let sock = socket::new_socket(cx.ty, true).map_err(|e| setup("socket", e))?;
         if cx.ty == SocketType::Dgram {
-            self.local = Some(client::bind_temp(&sock, server, "load").map_err(LoadError::Setup)?);
+            self.local = Some(socket::bind_temp(&sock, server, "load").map_err(LoadError::Setup)?);
         }
         match sock.connect(addr) {
             Ok(()) => {}
@@ -209,7 +210,7 @@ impl Slot {
                 write_stream(sock, cx.wire, self.seed, self.base, self.written, target)
             } else {
                 let k = self.base + self.written / len;
-                sys::send_nosignal(sock, cx.wire.payload(self.seed, k)).map(|_| len as usize)
+                socket::send(sock, cx.wire.payload(self.seed, k)).map(|_| len as usize)
             };
             match result {
                 Ok(n) => self.written += n as u64,
@@ -293,14 +294,14 @@ impl Slot {
             let Some(sock) = self.sock.as_ref() else {
                 return Ok(());
             };
-            let (n, truncated) = match sys::recv_msg(sock, &mut cx.scratch[..len + 1]) {
+            let (n, truncated) = match socket::recv_message(sock, &mut cx.scratch[..len + 1]) {
                 Ok((0, _)) if cx.ty == SocketType::Seqpacket => return Err(self.closed()),
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(self.io("read", e)),
             };
             let k = self.base + self.read / len as u64;
-            if n != len || truncated > n {
+            if n != len || truncated {
                 return Err(LoadError::Length {
                     conn: self.id,
                     message: k,
@@ -372,5 +373,5 @@ fn write_stream(
         count += 1;
         at += seg.len() as u64;
     }
-    sys::send_vectored_nosignal(sock, &slices[..count])
+    socket::send_vectored(sock, &slices[..count])
 }

@@ -27,46 +27,27 @@
 //!
 //! Two threads: one copies the input to the socket, the caller's copies
 //! the socket to the output, so replies show as they arrive.
-//!
-//! # Examples
-//!
-//! ```
-//! use uds_reactor::client::{Client, ClientConfig};
-//! use uds_reactor::{Config, Framing, Server};
-//!
-//! let path = std::env::temp_dir().join(format!("client-doc-{}.sock", std::process::id()));
-//! let mut config = Config::new(&path);
-//! config.framing = Framing::Length;
-//! let server = Server::bind(config)?;
-//! let handle = server.handle();
-//! let thread = std::thread::spawn(move || server.run());
-//!
-//! let mut client = ClientConfig::new(&path);
-//! client.framing = Framing::Length;
-//! let mut out = Vec::new();
-//! Client::connect(&client)?.run(&b"one\ntwo\n"[..], &mut out)?;
-//! assert_eq!(out, b"one\ntwo\n");
-//!
-//! handle.stop();
-//! thread.join().unwrap()?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
-use std::ffi::OsStr;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+mod args;
+mod input;
+mod output;
+
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::Socket;
 
-use crate::codec::{self, Decoder, Eof};
-use crate::config::{Address, Framing, SocketType};
-use crate::error::Error;
-use crate::sys;
+use uds_reactor::codec::{Decoder, Eof};
+use uds_reactor::{Address, Error, Framing, SocketType};
+
+pub use args::{run, ClientArgs};
+use output::Output;
+
+use crate::socket::{self, TempAddr};
 
 /// Bytes moved per read on a raw stream.
 const CHUNK: usize = 64 << 10;
@@ -74,8 +55,8 @@ const CHUNK: usize = 64 << 10;
 /// the input has ended.
 const DGRAM_TICK: Duration = Duration::from_millis(20);
 
-/// What to connect to and how to frame; [`ClientConfig::new`] gives the
-/// server's defaults.
+/// What to connect to and how to frame (from `uds-reactor client`'s
+/// options).
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// The server's address (`@name` = abstract).
@@ -93,18 +74,6 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A stream/raw client of `address`, with a 1 MiB frame limit and a
-    /// 2 s reply wait.
-    pub fn new(address: impl AsRef<OsStr>) -> ClientConfig {
-        ClientConfig {
-            address: Address::parse(address.as_ref()),
-            socket_type: SocketType::Stream,
-            framing: Framing::Raw,
-            max_frame: 1 << 20,
-            reply_wait: Duration::from_secs(2),
-        }
-    }
-
     /// Checks the combination of settings.
     ///
     /// # Errors
@@ -148,7 +117,7 @@ impl Client {
     /// naming the step: `connect /path: No such file or directory`, ...
     pub fn connect(config: &ClientConfig) -> Result<Client, Error> {
         config.validate()?;
-        let (sock, local) = connect(&config.address, config.socket_type)?;
+        let (sock, local) = socket::connect(&config.address, config.socket_type)?;
         Ok(Client {
             config: config.clone(),
             sock,
@@ -185,7 +154,7 @@ impl Client {
         thread::Builder::new()
             .name("client-input".into())
             .spawn(move || {
-                let result = pump_input(&config, &writer_sock, input);
+                let result = input::pump(&config, &writer_sock, input);
                 // Posted before the shutdown below, so it is there when
                 // the reader sees the server close in answer.
                 let _ = done_tx.send(result);
@@ -252,10 +221,10 @@ impl Client {
     fn replies_messages<W: Write>(&self, out: &mut Output<W>) -> Result<(), Error> {
         let mut buf = vec![0; self.config.max_frame + 1];
         loop {
-            match sys::recv_msg(&self.sock, &mut buf) {
+            match socket::recv_message(&self.sock, &mut buf) {
                 Ok((0, _)) => return out.flush(),
                 Ok((n, truncated)) => {
-                    self.check_reply(n, truncated > n)?;
+                    self.check_reply(n, truncated)?;
                     out.line(&buf[..n]);
                     out.flush()?;
                 }
@@ -277,9 +246,9 @@ impl Client {
         let mut sent = None;
         let mut last = Instant::now();
         loop {
-            match sys::recv_msg(&self.sock, &mut buf) {
+            match socket::recv_message(&self.sock, &mut buf) {
                 Ok((n, truncated)) => {
-                    self.check_reply(n, truncated > n)?;
+                    self.check_reply(n, truncated)?;
                     out.line(&buf[..n]);
                     out.flush()?;
                     replies += 1;
@@ -336,249 +305,6 @@ impl Client {
     }
 }
 
-/// Copies the input to the socket in the configured framing; returns the
-/// number of messages (or lines) sent.
-fn pump_input<R: Read>(config: &ClientConfig, sock: &Socket, input: R) -> Result<u64, Error> {
-    let err = |step, e| Error::io(step, &config.address, e);
-    if config.socket_type == SocketType::Stream && config.framing == Framing::Raw {
-        let mut input = input;
-        let mut buf = vec![0; CHUNK];
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => return Ok(0),
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read", "stdin", e)),
-            };
-            send_all(sock, &buf[..n]).map_err(|e| err("send", e))?;
-        }
-    }
-    let mut input = BufReader::with_capacity(CHUNK, input);
-    let mut line = Vec::new();
-    // Encoded frames not yet sent: written when the input has nothing
-    // more buffered, so a pipe is sent in big writes and a terminal at once.
-    let mut batch = Vec::new();
-    let mut sent = 0;
-    loop {
-        if input.buffer().is_empty() && !batch.is_empty() {
-            send_all(sock, &batch).map_err(|e| err("send", e))?;
-            batch.clear();
-        }
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io("read", "stdin", e)),
-        }
-        let payload = line.strip_suffix(b"\n").unwrap_or(&line);
-        if payload.len() > config.max_frame {
-            // What came before it still goes out (and is answered).
-            send_all(sock, &batch).map_err(|e| err("send", e))?;
-            return Err(Error::io(
-                "read",
-                "stdin",
-                invalid(format!(
-                    "a line of {} bytes exceeds --max-frame {}",
-                    payload.len(),
-                    config.max_frame
-                )),
-            ));
-        }
-        match config.socket_type {
-            SocketType::Stream => {
-                codec::encode(config.framing, payload, &mut batch)
-                    .map_err(|e| err("send", invalid(e.to_string())))?;
-                if batch.len() >= CHUNK {
-                    send_all(sock, &batch).map_err(|e| err("send", e))?;
-                    batch.clear();
-                }
-            }
-            // Zero bytes would read as end of stream on the server.
-            SocketType::Seqpacket if payload.is_empty() => continue,
-            SocketType::Seqpacket | SocketType::Dgram => {
-                sys::send_nosignal(sock, payload).map_err(|e| err("send", e))?;
-            }
-        }
-        sent += 1;
-    }
-    if !batch.is_empty() {
-        send_all(sock, &batch).map_err(|e| err("send", e))?;
-    }
-    Ok(sent)
-}
-
-/// Sends all of `buf` on a blocking stream socket.
-fn send_all(sock: &Socket, mut buf: &[u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = sys::send_nosignal(sock, buf)?;
-        buf = &buf[n..];
-    }
-    Ok(())
-}
-
 fn invalid(msg: String) -> io::Error {
     io::Error::new(ErrorKind::InvalidData, msg)
-}
-
-/// The client's output: buffered, and closed for good after `EPIPE`
-/// (whoever reads it is gone; not an error).
-struct Output<W: Write> {
-    inner: io::BufWriter<W>,
-    /// The first write error, reported at the next flush.
-    error: Option<io::Error>,
-    closed: bool,
-}
-
-impl<W: Write> Output<W> {
-    fn new(w: W) -> Output<W> {
-        Output {
-            inner: io::BufWriter::with_capacity(CHUNK, w),
-            error: None,
-            closed: false,
-        }
-    }
-
-    /// Writes `bytes`; returns whether to go on (a frame sink's answer).
-    fn write(&mut self, bytes: &[u8]) -> bool {
-        if self.error.is_none() {
-            if let Err(e) = self.inner.write_all(bytes) {
-                self.error = Some(e);
-            }
-        }
-        self.error.is_none()
-    }
-
-    /// Writes `payload` and a newline.
-    fn line(&mut self, payload: &[u8]) -> bool {
-        self.write(payload) && self.write(b"\n")
-    }
-
-    fn flush(&mut self) -> Result<(), Error> {
-        let result = match self.error.take() {
-            Some(e) => Err(e),
-            None => self.inner.flush(),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.closed = e.kind() == ErrorKind::BrokenPipe;
-                Err(Error::io("write", "stdout", e))
-            }
-        }
-    }
-}
-
-/// A temporary address a datagram socket is bound to; a file is removed
-/// on drop.
-#[derive(Debug)]
-pub struct TempAddr {
-    /// The bound address.
-    pub address: Address,
-}
-
-impl TempAddr {
-    /// The file, for a path address.
-    pub fn path(&self) -> Option<&Path> {
-        match &self.address {
-            Address::Path(p) => Some(p),
-            Address::Abstract(_) => None,
-        }
-    }
-}
-
-impl Drop for TempAddr {
-    fn drop(&mut self) {
-        if let Some(path) = self.path() {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// A fresh address for a datagram socket talking to `server`: an abstract
-/// name if the server's is abstract, else a file in the temp directory.
-/// Unique per process and call.
-pub fn temp_address(server: &Address, tag: &str) -> Address {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let name = format!("uds-reactor-{tag}-{}-{n}", std::process::id());
-    match server {
-        Address::Abstract(_) => Address::Abstract(name.into_bytes()),
-        Address::Path(_) => Address::Path(std::env::temp_dir().join(format!("{name}.sock"))),
-    }
-}
-
-/// The `sockaddr_un` of a server address, for connecting.
-///
-/// # Errors
-///
-/// [`Error::Io`] (`connect PATH: path too long ...`) when it does not fit
-/// in `sun_path`; [`Error::Config`] for an empty path or one with a NUL.
-pub fn server_addr(server: &Address) -> Result<SockAddr, Error> {
-    sys::unix_addr(server).map_err(|e| match e {
-        Error::PathTooLong(_) => Error::io(
-            "connect",
-            server,
-            io::Error::new(
-                ErrorKind::InvalidInput,
-                "path too long for a Unix socket address (at most 107 bytes)",
-            ),
-        ),
-        other => other,
-    })
-}
-
-/// A new close-on-exec Unix socket of type `ty`, nonblocking if asked.
-///
-/// # Errors
-///
-/// `socket(2)`'s error (`EMFILE`, ...).
-pub fn new_socket(ty: SocketType, nonblocking: bool) -> io::Result<Socket> {
-    let mut kind = match ty {
-        SocketType::Stream => Type::STREAM,
-        SocketType::Seqpacket => Type::SEQPACKET,
-        SocketType::Dgram => Type::DGRAM,
-    }
-    .cloexec();
-    if nonblocking {
-        kind = kind.nonblocking();
-    }
-    Socket::new(Domain::UNIX, kind, None)
-}
-
-/// Binds a datagram socket to a fresh [`temp_address`] so that `server`
-/// can answer it.
-///
-/// # Errors
-///
-/// [`Error::Io`] `bind ADDRESS: ...`.
-pub fn bind_temp(sock: &Socket, server: &Address, tag: &str) -> Result<TempAddr, Error> {
-    let local = TempAddr {
-        address: temp_address(server, tag),
-    };
-    let addr = sys::unix_addr(&local.address)?;
-    sock.bind(&addr)
-        .map_err(|e| Error::io("bind", &local.address, e))?;
-    Ok(local)
-}
-
-/// A blocking socket of type `ty` connected to `server` (a datagram socket
-/// bound to a [`temp_address`] first).
-///
-/// # Errors
-///
-/// [`Error::Io`] naming the step: `socket`, `bind` (our own address),
-/// `connect` (the server's): `connect /run/x.sock: No such file or
-/// directory (os error 2)`.
-pub fn connect(server: &Address, ty: SocketType) -> Result<(Socket, Option<TempAddr>), Error> {
-    let addr = server_addr(server)?;
-    let sock = new_socket(ty, false).map_err(|e| Error::io("socket", server, e))?;
-    let local = if ty == SocketType::Dgram {
-        Some(bind_temp(&sock, server, "client")?)
-    } else {
-        None
-    };
-    sock.connect(&addr)
-        .map_err(|e| Error::io("connect", server, e))?;
-    Ok((sock, local))
 }

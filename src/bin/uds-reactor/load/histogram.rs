@@ -57,11 +57,6 @@ impl Histogram {
         self.sum = 0;
     }
 
-    /// Values recorded.
-    pub fn count(&self) -> u64 {
-        self.total
-    }
-
     /// Largest value recorded (0 if none).
     pub fn max(&self) -> u64 {
         self.max
@@ -154,6 +149,6 @@ mod tests {
         assert_eq!(h.min(), 1000);
         assert_eq!(h.mean(), 5_000_500);
         h.clear();
-        assert_eq!((h.count(), h.quantile(0.5), h.min()), (0, 0, 0));
+        assert_eq!((h.total, h.quantile(0.5), h.min()), (0, 0, 0));
     }
 }
