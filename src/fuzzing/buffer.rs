@@ -44,39 +44,22 @@ pub fn buffer(data: &[u8]) {
         let cap_before = b.capacity();
         match (op >> 1) % 5 {
             kind @ (0 | 3) => {
-                let held = model.len();
                 let n = match kind {
                     0 => input.size(),
                     _ => usize::from(input.byte()) << 12,
                 };
-                let n = n.min(HELD_MAX.saturating_sub(held));
+                let n = n.min(HELD_MAX.saturating_sub(model.len()));
                 // A window of the pattern that starts somewhere new, so a
                 // lost, doubled or reordered byte shows.
                 let start = counter % PATTERN_SLACK;
                 counter = counter.wrapping_add(n | 1);
-                let data = &pattern[start..start + n];
-                let needed = held + n;
-                let takes = cap_before == 0
-                    && n > 0
-                    && spare_before > 0
-                    && spare_before <= limit
-                    && spare_before / 2 <= needed.max(MIN_ALLOC);
-                b.push(data, limit, &mut spare);
-                model.extend(data);
-                if takes {
-                    assert_eq!(spare.capacity(), 0, "the spare was taken");
-                    allowed[i] = allowed[i].max(spare_before);
-                } else {
-                    assert_eq!(spare.capacity(), spare_before, "the spare stays");
-                }
-                let growth = if needed <= limit {
-                    limit
-                } else {
-                    needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
+                let pushed = Pushed {
+                    data: &pattern[start..start + n],
+                    limit,
+                    cap_before,
+                    spare_before,
                 };
-                if n > 0 {
-                    allowed[i] = allowed[i].max(growth);
-                }
+                pushed.apply(b, model, &mut spare, &mut allowed[i]);
             }
             1 => {
                 let n = usize::from(input.byte()) * 37 + usize::from(input.byte());
@@ -102,22 +85,76 @@ pub fn buffer(data: &[u8]) {
                 assert_eq!(spare.capacity(), spare_before);
             }
         }
-        for ((b, model), allowed) in bufs.iter().zip(&models).zip(&mut allowed) {
-            let (front, back) = model.as_slices();
-            assert_eq!(b.len(), model.len());
-            assert_eq!(&b.as_slice()[..front.len()], front);
-            assert_eq!(&b.as_slice()[front.len()..], back);
-            assert_eq!(b.is_empty(), model.is_empty());
-            if b.is_empty() {
-                assert_eq!(b.capacity(), 0, "an empty buffer holds no memory");
-                *allowed = 0;
-            }
-            assert!(b.capacity() >= b.len());
-            assert!(b.capacity() <= *allowed, "{} > {}", b.capacity(), allowed);
-        }
-        assert!(spare.is_empty());
-        assert!(spare.capacity() <= SPARE_MAX);
+        check(&bufs, &models, &mut allowed, &spare);
     }
+}
+
+/// One push, applied to a buffer and its model, with the checks on the
+/// spare hand-off and the growth it allows.
+struct Pushed<'a> {
+    data: &'a [u8],
+    limit: usize,
+    cap_before: usize,
+    spare_before: usize,
+}
+
+impl Pushed<'_> {
+    fn apply(
+        &self,
+        b: &mut Buffer,
+        model: &mut VecDeque<u8>,
+        spare: &mut Vec<u8>,
+        allowed: &mut usize,
+    ) {
+        let (n, held, limit) = (self.data.len(), model.len(), self.limit);
+        let needed = held + n;
+        let takes = self.cap_before == 0
+            && n > 0
+            && self.spare_before > 0
+            && self.spare_before <= limit
+            && self.spare_before / 2 <= needed.max(MIN_ALLOC);
+        b.push(self.data, limit, spare);
+        model.extend(self.data);
+        if takes {
+            assert_eq!(spare.capacity(), 0, "the spare was taken");
+            *allowed = (*allowed).max(self.spare_before);
+        } else {
+            assert_eq!(spare.capacity(), self.spare_before, "the spare stays");
+        }
+        let growth = if needed <= limit {
+            limit
+        } else {
+            needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
+        };
+        if n > 0 {
+            *allowed = (*allowed).max(growth);
+        }
+    }
+}
+
+/// After every operation: each buffer holds what its model holds, within
+/// the capacity allowed; the spare is empty and bounded.
+fn check(
+    bufs: &[Buffer; 2],
+    models: &[VecDeque<u8>; 2],
+    allowed: &mut [usize; 2],
+    spare: &Vec<u8>,
+) {
+    for ((b, model), allowed) in bufs.iter().zip(models).zip(allowed.iter_mut()) {
+        let (front, back) = model.as_slices();
+        assert_eq!(b.len(), model.len());
+        assert_eq!(&b.as_slice()[..front.len()], front);
+        assert_eq!(&b.as_slice()[front.len()..], back);
+        assert_eq!(b.is_empty(), model.is_empty());
+        if b.is_empty() {
+            assert_eq!(b.capacity(), 0, "an empty buffer holds no memory");
+            *allowed = 0;
+        }
+        assert!(b.capacity() >= b.len());
+        assert!(b.capacity() <= *allowed, "{} > {}", b.capacity(), allowed);
+    }
+    assert!(spare.is_empty());
+    assert!(spare.capacity() <= SPARE_MAX);
 }
 
 /// The most bytes a buffer is made to hold: past [`SPARE_MAX`] and

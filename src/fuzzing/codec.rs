@@ -25,34 +25,6 @@ fn run_decoder<'a>(
     let mut d = Decoder::new(framing, max_frame);
     let mut spare = Vec::new();
     let mut frames = Vec::new();
-    let check_memory = |d: &Decoder, spare: &Vec<u8>| {
-        // Bound: the partial frame's own limit, to the byte (the line
-        // decoder's limit counts the `\n`). The spare only ever holds this
-        // decoder's own allocations, so it obeys it too.
-        assert!(
-            d.buffered() <= d.limit(),
-            "{} > {}",
-            d.buffered(),
-            d.limit()
-        );
-        assert!(
-            d.capacity() <= d.limit(),
-            "{} > {}",
-            d.capacity(),
-            d.limit()
-        );
-        assert!(spare.capacity() <= d.limit());
-        assert!(spare.is_empty());
-        // Memory follows the bytes that arrived, not what a header
-        // announces or the limit allows: none without a partial frame, at
-        // most twice the partial (doubling growth, or a spare taken back)
-        // or one allocation granule.
-        if d.buffered() == 0 {
-            assert_eq!(d.capacity(), 0, "no partial frame, no memory");
-        }
-        let grown = 2 * d.buffered().max(MIN_ALLOC);
-        assert!(d.capacity() <= grown, "{} > {grown}", d.capacity());
-    };
     for chunk in chunks {
         if frames.len() >= stop {
             break;
@@ -90,6 +62,36 @@ fn run_decoder<'a>(
         frames,
         end: Ok(eof),
     }
+}
+
+/// The decoder's memory bounds, after every chunk.
+fn check_memory(d: &Decoder, spare: &Vec<u8>) {
+    // Bound: the partial frame's own limit, to the byte (the line
+    // decoder's limit counts the `\n`). The spare only ever holds this
+    // decoder's own allocations, so it obeys it too.
+    assert!(
+        d.buffered() <= d.limit(),
+        "{} > {}",
+        d.buffered(),
+        d.limit()
+    );
+    assert!(
+        d.capacity() <= d.limit(),
+        "{} > {}",
+        d.capacity(),
+        d.limit()
+    );
+    assert!(spare.capacity() <= d.limit());
+    assert!(spare.is_empty());
+    // Memory follows the bytes that arrived, not what a header
+    // announces or the limit allows: none without a partial frame, at
+    // most twice the partial (doubling growth, or a spare taken back)
+    // or one allocation granule.
+    if d.buffered() == 0 {
+        assert_eq!(d.capacity(), 0, "no partial frame, no memory");
+    }
+    let grown = 2 * d.buffered().max(MIN_ALLOC);
+    assert!(d.capacity() <= grown, "{} > {grown}", d.capacity());
 }
 
 /// One frame obeys its framing and re-encodes to its wire form.
