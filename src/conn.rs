@@ -20,7 +20,9 @@
 //!   [`close_reason`](Conn::close_reason).
 //!
 //! Writing eagerly is the driver's job: after each input, write
-//! `transmit()` until it is empty or the socket would block.
+//! `transmit()` while [`pending`](Conn::pending) is not zero or until the
+//! socket would block (`pending`, not an empty `transmit`: a message
+//! socket may owe an empty message).
 
 use std::time::{Duration, Instant};
 
@@ -64,7 +66,10 @@ impl Limits {
     /// The output buffer's growth limit: `max_buffer` plus the replies to
     /// one read. Reading stops at `max_buffer`, so plain backpressure never
     /// grows past it; only a frame completed from a long partial does
-    /// (briefly: the buffer shrinks back once the peer drains it).
+    /// (briefly: the buffer shrinks back once the peer drains it), or a
+    /// handler that answers one read with more than it read (it can watch
+    /// [`Context::pending`](crate::Context::pending)): the limit only
+    /// shapes the allocation steps, it never refuses a reply.
     pub fn out_limit(&self) -> usize {
         self.max_buffer.saturating_add(READ_ROOM)
     }

@@ -13,9 +13,12 @@
 //!   [`Decoder::limit`](crate::codec::Decoder::limit).
 //! * `buffer`: [`Buffer`](crate::buffer::Buffer) operations against a
 //!   `VecDeque<u8>`: contents, capacity bounds, the spare hand-off.
-//! * `conn`: a [`Conn`](crate::conn::Conn) echoing over an arbitrary
-//!   schedule of reads, short writes, EOF, timeouts and shutdown, against a
-//!   byte-at-a-time model of the echo semantics.
+//! * `conn`: a [`Conn`](crate::conn::Conn) with the built-in
+//!   [`Echo`](crate::Echo) or a scripted handler (several framed or
+//!   verbatim replies per frame, empty ones, a greeting, `Context::close`)
+//!   over an arbitrary schedule of reads, short writes, EOF, timeouts and
+//!   shutdown, against a byte-at-a-time model of the framings and of what
+//!   the handler owes.
 //!
 //! Not part of the API: hidden from the docs, may change at any time.
 #![allow(missing_docs)]

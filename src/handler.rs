@@ -229,8 +229,9 @@ impl Context<'_> {
         Ok(())
     }
 
-    /// Closes the connection once the replies sent so far are written; no
-    /// more frames are delivered. On a datagram socket it does nothing.
+    /// Closes the connection once the replies queued in this callback
+    /// (before or after this call) are written; no more frames are
+    /// delivered. On a datagram socket it does nothing.
     pub fn close(&mut self) {
         self.close = true;
     }
