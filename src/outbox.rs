@@ -5,14 +5,13 @@
 //! ```text
 //! stream:    out = [ bytes as framed ......................... ]
 //! seqpacket: out = [ len:u32 ne | message | len:u32 ne | message ... ]
-//! dgram:     heads = [(addr, len), (addr, len) ...]   bytes = [ payloads back to back ]
+//! dgram:     heads = [(len, addr #), ...]  addrs = [receiver ...]  bytes = [ payloads back to back ]
 //! ```
 //!
 //! A message socket's output is a run of records (native-order `u32`
 //! length, then the message), so one buffer holds any number of messages
 //! and an empty message is a record like any other.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::mem;
 
@@ -69,7 +68,8 @@ pub(crate) enum Outbox<'a> {
     },
     /// A connected message socket: each reply one record.
     Messages { out: &'a mut Buffer, limit: usize },
-    /// A datagram socket: each reply one datagram to `to`.
+    /// A datagram socket: each reply one datagram to `to`, the sender of
+    /// the datagram being handled (queued as [`Datagrams::SENDER`]).
     Datagrams {
         queue: &'a mut Datagrams,
         to: &'a SockAddr,
@@ -118,7 +118,7 @@ impl Outbox<'_> {
         match self {
             Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, spare),
             Outbox::Messages { out, limit } => push_record(out, bytes, *limit, spare)?,
-            Outbox::Datagrams { queue, to } => queue.push(to, bytes, spare)?,
+            Outbox::Datagrams { queue, .. } => queue.push_to_sender(bytes)?,
         }
         Ok(())
     }
@@ -160,76 +160,157 @@ pub(crate) fn first_record_len(records: &[u8]) -> usize {
     RECORD_HEAD + first_record(records).len()
 }
 
-/// What one queued datagram costs besides its payload (address and
-/// length), so that `--max-buffer` bounds memory even for empty ones.
-const HEAD_COST: usize = mem::size_of::<(SockAddr, usize)>();
+/// One waiting datagram: its payload's length in `bytes`, and its
+/// receiver's place in `addrs` (or [`Datagrams::SENDER`]).
+#[derive(Clone, Copy, Debug)]
+struct Head {
+    len: usize,
+    addr: usize,
+}
 
 /// Datagram replies waiting to be sent, in order: one FIFO for every
 /// receiver. Filled by the handler through its `Context`, emptied by the
-/// datagram endpoint. It holds memory only while replies wait (the
-/// payload buffer goes back to the spare when drained).
+/// datagram endpoint right after the callback (or later, when a receiver
+/// was full).
+///
+/// Copy only what must wait: a reply to the sender being handled is
+/// queued without its address (as [`SENDER`](Self::SENDER)); the endpoint
+/// sends it with the address it still holds, and only a reply left
+/// waiting gets its own copy ([`keep_sender`](Self::keep_sender)).
+/// Nothing moves on the way out (cursors advance), and a datagram socket
+/// is one per server, so the queue keeps its (small) allocations when
+/// drained.
 #[derive(Debug)]
 pub(crate) struct Datagrams {
-    /// Receiver and payload length of each waiting reply.
-    heads: VecDeque<(SockAddr, usize)>,
-    /// The payloads, back to back, in `heads` order.
-    bytes: Buffer,
-    /// `bytes`' growth limit (see [`Buffer::push`]).
-    limit: usize,
+    /// Every reply queued since the queue was last empty. Invariant:
+    /// `sent <= heads.len()`; the waiting ones are `heads[sent..]`.
+    heads: Vec<Head>,
+    /// Replies of `heads` already sent (or dropped).
+    sent: usize,
+    /// Receivers of waiting replies, one per run of replies to the same.
+    addrs: Vec<SockAddr>,
+    /// The payloads, back to back, in `heads` order; `bytes[start..]`
+    /// are waiting.
+    bytes: Vec<u8>,
+    start: usize,
 }
 
+/// The allocation a drained queue keeps for its payloads; more is freed,
+/// so a burst does not pin memory.
+const KEEP: usize = 64 << 10;
+
+/// What one queued datagram costs besides its payload (its head, and the
+/// address it may need), so that `--max-buffer` bounds memory even for
+/// empty ones.
+const HEAD_COST: usize = mem::size_of::<Head>() + mem::size_of::<SockAddr>();
+
 impl Datagrams {
-    /// An empty queue whose payload buffer grows in steps up to `limit`.
-    pub(crate) fn new(limit: usize) -> Datagrams {
+    /// The receiver of a reply queued to "the sender being handled".
+    pub(crate) const SENDER: usize = usize::MAX;
+
+    /// An empty queue.
+    pub(crate) fn new() -> Datagrams {
         Datagrams {
-            heads: VecDeque::new(),
-            bytes: Buffer::new(),
-            limit,
+            heads: Vec::new(),
+            sent: 0,
+            addrs: Vec::new(),
+            bytes: Vec::new(),
+            start: 0,
         }
     }
 
-    /// Queues one datagram to `to`.
-    fn push(&mut self, to: &SockAddr, data: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
+    /// Queues one datagram to the sender being handled.
+    fn push_to_sender(&mut self, data: &[u8]) -> Result<(), SendError> {
         if data.len() > MAX_MESSAGE {
             return Err(too_large(data));
         }
-        self.bytes.push(data, self.limit, spare);
-        self.heads.push_back((to.clone(), data.len()));
+        self.bytes.extend_from_slice(data);
+        self.heads.push(Head {
+            len: data.len(),
+            addr: Self::SENDER,
+        });
         Ok(())
     }
 
-    /// The oldest waiting reply: receiver and payload.
-    pub(crate) fn front(&self) -> Option<(&SockAddr, &[u8])> {
-        let (to, len) = self.heads.front()?;
-        Some((to, &self.bytes.as_slice()[..*len]))
+    /// Gives the replies still waiting for `sender` (the one whose
+    /// datagram was just handled) their own copy of its address, before
+    /// the endpoint lets go of it.
+    #[inline]
+    pub(crate) fn keep_sender(&mut self, sender: &SockAddr) {
+        if !self.is_empty() {
+            self.keep_sender_waiting(sender);
+        }
+    }
+
+    /// [`keep_sender`](Self::keep_sender) when replies wait.
+    #[inline(never)]
+    fn keep_sender_waiting(&mut self, sender: &SockAddr) {
+        let mut kept = None;
+        for head in &mut self.heads[self.sent..] {
+            if head.addr == Self::SENDER {
+                let at = *kept.get_or_insert_with(|| {
+                    self.addrs.push(sender.clone());
+                    self.addrs.len() - 1
+                });
+                head.addr = at;
+            }
+        }
+    }
+
+    /// The oldest waiting reply: receiver and payload. `sender` stands for
+    /// [`SENDER`](Self::SENDER).
+    pub(crate) fn front<'a>(
+        &'a self,
+        sender: Option<&'a SockAddr>,
+    ) -> Option<(&'a SockAddr, &'a [u8])> {
+        let head = self.heads.get(self.sent)?;
+        let to = match head.addr {
+            Self::SENDER => sender?,
+            at => &self.addrs[at],
+        };
+        Some((to, self.bytes.get(self.start..self.start + head.len)?))
     }
 
     /// Drops the oldest waiting reply (sent, or undeliverable).
-    pub(crate) fn pop(&mut self, spare: &mut Vec<u8>) {
-        if let Some((_, len)) = self.heads.pop_front() {
-            self.bytes.consume(len, spare);
+    #[inline]
+    pub(crate) fn pop(&mut self) {
+        let Some(head) = self.heads.get(self.sent) else {
+            return;
+        };
+        self.start += head.len;
+        self.sent += 1;
+        if self.sent == self.heads.len() {
+            // Drained: start over, keeping the allocations (within reason).
+            self.heads.clear();
+            self.sent = 0;
+            self.bytes.clear();
+            if self.bytes.capacity() > KEEP {
+                self.bytes.shrink_to(KEEP);
+            }
+            self.start = 0;
+            self.addrs.clear();
         }
     }
 
     /// Replies waiting.
     pub(crate) fn len(&self) -> usize {
-        self.heads.len()
+        self.heads.len() - self.sent
     }
 
     /// Whether nothing waits.
     pub(crate) fn is_empty(&self) -> bool {
-        self.heads.is_empty()
+        self.len() == 0
     }
 
     /// Payload bytes waiting.
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes.len()
+        self.bytes.len() - self.start
     }
 
     /// Memory the waiting replies stand for, payload and bookkeeping: what
     /// `--max-buffer` limits.
     pub(crate) fn cost(&self) -> usize {
-        self.bytes.len() + self.heads.len() * HEAD_COST
+        self.bytes() + self.len() * HEAD_COST
     }
 }
 
@@ -271,25 +352,40 @@ mod tests {
     }
 
     #[test]
-    fn datagrams_keep_order_and_give_memory_back() {
-        let (mut queue, mut spare) = (Datagrams::new(1 << 20), Vec::new());
-        let to = SockAddr::unix("/tmp/x").expect("addr");
-        for m in [&b"a"[..], b"", b"ccc"] {
+    fn datagrams_keep_order_and_their_receivers() {
+        let (mut queue, mut spare) = (Datagrams::new(), Vec::new());
+        let x = SockAddr::unix("/tmp/x").expect("addr");
+        let y = SockAddr::unix("/tmp/y").expect("addr");
+        let path = |to: &SockAddr| to.as_pathname().map(|p| p.display().to_string());
+        // Two replies to x, one sent at once; the other waits, and keeps
+        // x's address once x is no longer at hand.
+        for m in [&b"a"[..], b""] {
             Outbox::Datagrams {
                 queue: &mut queue,
-                to: &to,
+                to: &x,
             }
             .send(m, &mut spare)
             .expect("fits");
         }
-        assert_eq!((queue.len(), queue.bytes()), (3, 4));
-        assert!(queue.cost() > 4);
-        let mut seen = Vec::new();
-        while let Some((_, data)) = queue.front() {
-            seen.push(data.to_vec());
-            queue.pop(&mut spare);
+        let (to, data) = queue.front(Some(&x)).expect("queued");
+        assert_eq!((path(to), data), (path(&x), &b"a"[..]));
+        queue.pop();
+        queue.keep_sender(&x);
+        // Then y's reply queues behind it.
+        Outbox::Datagrams {
+            queue: &mut queue,
+            to: &y,
         }
-        assert_eq!(seen, [b"a".to_vec(), vec![], b"ccc".to_vec()]);
+        .send(b"ccc", &mut spare)
+        .expect("fits");
+        assert_eq!((queue.len(), queue.bytes()), (2, 3));
+        assert!(queue.cost() > 3);
+        let mut seen = Vec::new();
+        while let Some((to, data)) = queue.front(Some(&y)) {
+            seen.push((path(to), data.to_vec()));
+            queue.pop();
+        }
+        assert_eq!(seen, [(path(&x), vec![]), (path(&y), b"ccc".to_vec())]);
         assert!(queue.is_empty());
         assert_eq!(queue.cost(), 0);
     }

@@ -194,3 +194,19 @@ fn connected_socket_is_refused() {
     let out = run_activated(&a, &[]);
     assert_fails(&out, "not a listener");
 }
+
+/// The error names what descriptor 3 is as well as what was expected
+/// (it used to say only "not a Unix stream socket").
+#[test]
+fn seqpacket_listener_for_a_stream_server_names_both_types() {
+    let dir = TempDir::new("wrongtype-sp");
+    let path = dir.path("sp.sock");
+    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET.cloexec(), None).unwrap();
+    socket.bind(&SockAddr::unix(&path).unwrap()).unwrap();
+    socket.listen(16).unwrap();
+    let out = run_activated(&socket, &["--type", "stream"]);
+    assert_fails(
+        &out,
+        "descriptor 3 is a Unix seqpacket socket; --type stream expects a Unix stream socket",
+    );
+}

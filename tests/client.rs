@@ -6,9 +6,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
-use common::{bin, exists, pattern, Proc, TempDir, PATIENCE};
+use common::{bin, exists, exit_within, pattern, Proc, TempDir};
 
 /// What a finished client did.
 struct Outcome {
@@ -47,17 +46,7 @@ fn client(args: &[&str], input: &[u8]) -> Outcome {
         stderr.read_to_string(&mut s).unwrap();
         s
     });
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("client {args:?} did not exit");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    };
+    let status = exit_within(&mut child, &format!("client {args:?}"));
     feeder.join().unwrap();
     Outcome {
         code: status.code(),

@@ -8,11 +8,14 @@
 //! test binary again as a child with `NOTIFY_SOCKET` set, where the ignored
 //! test [`child_runs_an_embedded_echo_server`] does the serving.
 
+mod common;
+
+use common::exit_within;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uds_reactor::{Config, Server};
 
@@ -45,18 +48,7 @@ fn an_embedded_server_sends_no_notifications() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the child test");
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the child test did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = exit_within(&mut child, "the child test");
     let mut out = String::new();
     child
         .stdout

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, exists, run_to_exit, Proc, TempDir, PATIENCE};
+use common::{bin, exists, run_to_exit, under_umask, Proc, TempDir, PATIENCE};
 
 /// Asserts a runtime error: exit 1 and exactly one line on stderr, naming
 /// `path` and containing `what`, and no panic.
@@ -27,16 +27,6 @@ fn assert_runtime_error(args: &[&str], path: &Path, what: &str) -> String {
     assert!(lines[0].contains(what), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"));
     stderr
-}
-
-/// The binary started with `args` under `umask`.
-fn under_umask(umask: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-        .arg(bin())
-        .args(args);
-    cmd
 }
 
 fn inode(path: &Path) -> (u64, u64) {

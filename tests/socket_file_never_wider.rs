@@ -9,13 +9,12 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, Proc, TempDir};
+use common::{under_umask, Proc, TempDir};
 
 /// Starts per run: the window is a few microseconds wide, so one start
 /// rarely shows it; this many, reliably (see the report in the commit).
@@ -23,15 +22,6 @@ const STARTS: usize = 30;
 /// Each watcher gives up after this long even if the server never says it
 /// is listening.
 const WATCH_CAP: Duration = Duration::from_secs(10);
-
-fn under_umask(umask: &str, args: &[&str]) -> Command {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-        .arg(bin())
-        .args(args);
-    cmd
-}
 
 /// Spins `lstat` on `path`, counting how often each mode is seen. Says
 /// it is running through `started`; stops once `listening` is set and it

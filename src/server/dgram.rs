@@ -83,7 +83,7 @@ impl<S: Default> Dgram<S> {
         fit_messages(&sock, config.max_frame);
         Ok(Dgram {
             sock,
-            queue: Datagrams::new(config.max_buffer),
+            queue: Datagrams::new(),
             state: S::default(),
             readable: true,
             reading: true,
@@ -137,17 +137,14 @@ impl<S> Dgram<S> {
     where
         H: Handler<State = S>,
     {
-        self.flush(core);
+        self.flush(None, &mut core.stats);
         for _ in 0..READS_PER_TURN {
             if !self.has_work() {
                 break;
             }
             let max = core.config.max_frame.min(core.scratch.len());
             match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true) {
-                Ok(d) => {
-                    self.answer(&d, core, now);
-                    self.flush(core);
-                }
+                Ok(d) => self.answer(&d, core, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -173,22 +170,25 @@ impl<S> Dgram<S> {
         core.stats.frames_in += 1;
         let outbox = Outbox::Datagrams {
             queue: &mut self.queue,
-            to: &from,
+            to: from,
         };
         let mut cx = Context::new(ConnId(0), d.cred, outbox, &mut core.spares.output);
         let frame = Frame::raw(&core.scratch[..d.len]);
         core.handler.frame(&mut self.state, frame, &mut cx);
         core.stats.frames_out += cx.outcome().1;
+        // Write eagerly; only what must wait keeps a copy of the address.
+        self.flush(Some(from), &mut core.stats);
+        self.queue.keep_sender(from);
     }
 
     /// The address to answer `d` at, or `None` (logged, rate-limited) when
     /// it must be dropped: too long, refused credentials, no address.
-    fn admit<H: Handler>(
+    fn admit<'d, H: Handler>(
         &mut self,
-        d: &sys::Datagram,
+        d: &'d sys::Datagram,
         core: &mut Core<H>,
         now: Instant,
-    ) -> Option<SockAddr> {
+    ) -> Option<&'d SockAddr> {
         let (config, who) = (&core.config, Who(d.cred));
         if d.truncated {
             if let Some(n) = self.oversized_log.hit(now) {
@@ -211,16 +211,17 @@ impl<S> Dgram<S> {
                 debug!("dropped a datagram from an unbound sender ({who}): no address to answer; the client must bind its socket ({n} in the last second)");
             }
         }
-        d.from.clone()
+        d.from.as_ref()
     }
 
-    /// Sends queued replies in order until one blocks.
-    fn flush<H: Handler>(&mut self, core: &mut Core<H>) {
-        while let Some((to, data)) = self.queue.front() {
-            if send(&self.sock, to, data, &mut core.stats).is_break() {
+    /// Sends queued replies in order until one blocks; `sender` is the
+    /// sender being answered, if a callback just ran.
+    fn flush(&mut self, sender: Option<&SockAddr>, stats: &mut Stats) {
+        while let Some((to, data)) = self.queue.front(sender) {
+            if send(&self.sock, to, data, stats).is_break() {
                 return;
             }
-            self.queue.pop(&mut core.spares.output);
+            self.queue.pop();
         }
     }
 

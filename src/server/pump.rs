@@ -66,7 +66,9 @@ impl<S> Connections<S> {
         let Some(entry) = self.slab.get_mut(key) else {
             return;
         };
-        if !entry.conn.is_done() {
+        // Registrations change only when the interest does (most turns
+        // it does not: checked here, the syscall path kept out of line).
+        if !entry.conn.is_done() && entry.conn.interest() != entry.registered {
             reregister(entry, key, registry, core);
         }
         if entry.conn.is_done() {
@@ -83,13 +85,15 @@ impl<S> Connections<S> {
         }
         match entry.conn.poll_timeout(&core.limits) {
             Some(deadline) => self.timers.schedule(&mut entry.timer, key, deadline),
-            None => self.timers.cancel(&mut entry.timer),
+            None if entry.timer.is_some() => self.timers.cancel(&mut entry.timer),
+            None => {}
         }
     }
 }
 
 /// One read and what follows from it; `Break` when reading must stop for
 /// this turn (drained, oversized, failed).
+#[inline]
 fn read_once<H: Handler>(
     id: ConnId,
     entry: &mut Entry<H::State>,
@@ -176,8 +180,9 @@ fn flush_entry<H: Handler>(entry: &mut Entry<H::State>, core: &mut Core<H>, now:
     }
 }
 
-/// Registers the interest the connection's state asks for, if it changed.
+/// Registers the interest the connection's state asks for (it changed).
 /// A failure ends the connection (its caller reaps it).
+#[inline(never)]
 fn reregister<H: Handler>(
     entry: &mut Entry<H::State>,
     key: usize,
@@ -185,9 +190,6 @@ fn reregister<H: Handler>(
     core: &mut Core<H>,
 ) {
     let wants = entry.conn.interest();
-    if wants == entry.registered {
-        return;
-    }
     let Some(interest) = to_interest(wants) else {
         return; // nothing wanted: done, or about to be
     };

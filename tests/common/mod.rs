@@ -269,19 +269,35 @@ pub fn run_to_exit(cmd: &mut Command) -> (ExitStatus, String) {
         let _ = stderr.read_to_string(&mut s);
         s
     });
+    let status = exit_within(&mut child, "the process");
+    (status, reader.join().expect("stderr reader"))
+}
+
+/// Waits for `child` to exit; after [`PATIENCE`] kills it and panics,
+/// naming it as `what`.
+pub fn exit_within(child: &mut std::process::Child, what: &str) -> ExitStatus {
     let deadline = Instant::now() + PATIENCE;
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("the process did not exit");
+            panic!("{what} did not exit");
         }
         std::thread::sleep(Duration::from_millis(5));
-    };
-    (status, reader.join().expect("stderr reader"))
+    }
+}
+
+/// The binary started with `args` under `umask` (through `sh`).
+pub fn under_umask(umask: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(bin())
+        .args(args);
+    cmd
 }
 
 /// This process's effective uid and gid, from /proc (no unsafe `geteuid`).
