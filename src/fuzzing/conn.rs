@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::Input;
-use crate::buffer::{Spares, MIN_ALLOC, OVERSHOOT};
+use crate::buffer::{Spares, MIN_ALLOC, OVERSHOOT, READ_SIZE};
 use crate::codec::HEADER_LEN;
 use crate::config::Framing;
 use crate::conn::{Conn, Limits, Tally, READ_ROOM};
@@ -20,7 +20,7 @@ use model::{Model, Reason, Replier, RECORD_HEAD};
 use script::{Script, Scripted, Seen, GREETING};
 
 /// The largest read the server makes on a stream (its scratch buffer).
-const MAX_READ: usize = 64 << 10;
+const MAX_READ: usize = READ_SIZE;
 
 /// The memory bound's constant for [`Echo`]:
 /// `conn.memory() <= max_buffer + max_frame + MEMORY_SLACK`. It covers one read's replies past
