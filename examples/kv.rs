@@ -49,7 +49,7 @@ use std::ffi::OsStr;
 use std::process::ExitCode;
 
 use log::{debug, LevelFilter};
-use uds_reactor::{Config, ConnId, Context, Error, Frame, Framing, Handler, PeerCred, Server};
+use uds_reactor::{Closed, Config, Context, Ctl, Error, Frame, Framing, Handler, Server};
 
 /// The most keys the store holds; a `SET` of a new key past it fails, so a
 /// client cannot grow the server without bound.
@@ -72,6 +72,10 @@ pub struct Session {
 impl Handler for Kv {
     type State = Session;
 
+    fn open(&mut self, _: &mut Context<'_>) -> Session {
+        Session::default()
+    }
+
     fn frame(&mut self, session: &mut Session, frame: Frame<'_>, cx: &mut Context<'_>) {
         session.requests += 1;
         let (command, args) = split_word(frame.payload());
@@ -83,8 +87,11 @@ impl Handler for Kv {
         }
     }
 
-    fn close(&mut self, session: Session, id: ConnId, _: Option<PeerCred>) {
-        debug!("{id} closed after {} requests", session.requests);
+    fn close(&mut self, session: Session, closed: Closed, _: &mut Ctl<'_>) {
+        debug!(
+            "{} closed ({:?}) after {} requests",
+            closed.id, closed.reason, session.requests
+        );
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Upper;
 impl Handler for Upper {
     type State = ();
 
+    fn open(&mut self, _: &mut Context<'_>) {}
+
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
         // A line always encodes (only a length frame over 4 GiB cannot).
         let _ = cx.send(&frame.payload().to_ascii_uppercase());

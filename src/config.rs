@@ -241,6 +241,11 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Listen backlog (`--backlog`).
     pub backlog: i32,
+    /// How many messages other threads may have sent
+    /// ([`Handle::send`](crate::Handle::send)) that the loop has not taken
+    /// yet; past it, a send fails with
+    /// [`MessageError::Full`](crate::MessageError::Full). Default 1024.
+    pub message_queue: usize,
     /// Honour systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`: take
     /// descriptor 3, once per process) and send readiness notifications
     /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`). The one setting that
@@ -340,6 +345,7 @@ impl Default for Config {
             idle_timeout: None,
             drain_timeout: Duration::from_secs(5),
             backlog: 1024,
+            message_queue: 1024,
             systemd: false,
         }
     }

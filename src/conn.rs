@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 use crate::buffer::{Buffer, Spares, READ_SIZE};
 use crate::codec::{Decoder, Eof, Frame, FrameError};
 use crate::config::{Config, Framing, SocketType};
-use crate::handler::{ConnId, Context, Handler, PeerCred};
+use crate::ctl::Ctl;
+use crate::handler::{Closed, ConnId, Context, Handler, PeerCred};
 use crate::outbox::{self, Outbox};
 
 /// Settings shared by every connection of a server (kept out of [`Conn`]
@@ -79,9 +80,15 @@ impl Limits {
 /// server's read size.
 pub const READ_ROOM: usize = READ_SIZE;
 
-/// Why a connection closed (other than the peer finishing normally).
+/// Why a connection closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CloseReason {
+    /// The peer finished (end of input) and everything owed was written.
+    Eof,
+    /// The server stopped (and wrote what it owed, within the drain
+    /// timeout).
+    Shutdown,
     /// A frame broke `--max-frame`.
     Frame(FrameError),
     /// A partial `length` frame of this many bytes was pending at EOF and
@@ -151,18 +158,42 @@ pub struct Wants {
 }
 
 impl<S> Conn<S> {
-    /// A new connection with a peer's credentials and the handler's state
-    /// for it, accepted at `now`.
-    pub fn new(limits: &Limits, peer: Option<PeerCred>, now: Instant, state: S) -> Conn<S> {
-        Conn {
+    /// Accepts a connection at `now`: the handler's
+    /// [`open`](Handler::open) makes its state (and may greet it, set
+    /// timers, or close it at once).
+    pub fn open<H, M>(
+        id: ConnId,
+        peer: Option<PeerCred>,
+        now: Instant,
+        limits: &Limits,
+        handler: &mut H,
+        spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
+    ) -> (Conn<S>, Tally)
+    where
+        H: Handler<M, State = S>,
+    {
+        let mut out = Buffer::new();
+        let mut cx = context(id, peer, limits, &mut out, &mut spares.output, ctl);
+        let state = handler.open(&mut cx);
+        let (close, sent) = cx.outcome();
+        let mut conn = Conn {
             decoder: Decoder::new(limits.framing, limits.max_frame),
-            out: Buffer::new(),
+            out,
             state,
             peer,
             last_active: now,
             phase: Phase::Open,
             reason: None,
+        };
+        if close {
+            conn.begin_close(CloseReason::Handler);
         }
+        let tally = Tally {
+            frames_in: 0,
+            frames_out: sent,
+        };
+        (conn, tally)
     }
 
     /// The peer's credentials.
@@ -170,19 +201,103 @@ impl<S> Conn<S> {
         self.peer
     }
 
-    /// Lets the handler greet the connection.
-    pub fn open<H>(
+    /// One of the connection's timers fired ([`Handler::timer`]). Ignored
+    /// once the connection is done.
+    pub fn handle_timer<H, M>(
+        &mut self,
+        id: ConnId,
+        token: u64,
+        limits: &Limits,
+        handler: &mut H,
+        spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
+    ) -> Tally
+    where
+        H: Handler<M, State = S>,
+    {
+        self.callback(id, limits, spares, ctl, |state, cx| {
+            handler.timer(state, token, cx)
+        })
+    }
+
+    /// Output a push found full has drained ([`Handler::drained`]).
+    pub fn handle_drained<H, M>(
         &mut self,
         id: ConnId,
         limits: &Limits,
         handler: &mut H,
         spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
     ) -> Tally
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
-        let mut cx = context(id, self.peer, limits, &mut self.out, &mut spares.output);
-        handler.open(&mut self.state, &mut cx);
+        self.callback(id, limits, spares, ctl, |state, cx| {
+            handler.drained(state, cx)
+        })
+    }
+
+    /// Queues a push: `payload` framed (or verbatim) as this connection's
+    /// replies are. Ignored once it is done or closing by its own doing.
+    pub fn push(
+        &mut self,
+        payload: &[u8],
+        framed: bool,
+        limits: &Limits,
+        spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
+    ) {
+        if self.phase == Phase::Dead {
+            return;
+        }
+        // Not a handler callback: an id nobody can match.
+        let id = ConnId {
+            key: usize::MAX,
+            serial: 0,
+        };
+        let mut cx = context(
+            id,
+            self.peer,
+            limits,
+            &mut self.out,
+            &mut spares.output,
+            ctl,
+        );
+        // The size was checked (and counted) when the push was queued.
+        let _ = if framed {
+            cx.send(payload)
+        } else {
+            cx.send_wire(payload)
+        };
+    }
+
+    /// Closes the connection on the handler's word (a push's
+    /// [`disconnect`](Ctl::disconnect)): flush, then finish.
+    pub fn handle_disconnect(&mut self) {
+        self.begin_close(CloseReason::Handler);
+    }
+
+    /// A callback outside input: the handler gets a Context of its own.
+    fn callback(
+        &mut self,
+        id: ConnId,
+        limits: &Limits,
+        spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
+        f: impl FnOnce(&mut S, &mut Context<'_>),
+    ) -> Tally {
+        if self.is_done() {
+            return Tally::default();
+        }
+        let mut cx = context(
+            id,
+            self.peer,
+            limits,
+            &mut self.out,
+            &mut spares.output,
+            ctl,
+        );
+        f(&mut self.state, &mut cx);
         let (close, sent) = cx.outcome();
         if close {
             self.begin_close(CloseReason::Handler);
@@ -194,7 +309,11 @@ impl<S> Conn<S> {
     }
 
     /// Feeds bytes read from the socket (one message, for seqpacket).
-    pub fn handle_read<H>(
+    // The inputs, then what the callbacks borrow (handler, spare
+    // allocations, the server's Ctl): grouping them would only hide that.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn handle_read<H, M>(
         &mut self,
         id: ConnId,
         data: &[u8],
@@ -202,16 +321,17 @@ impl<S> Conn<S> {
         limits: &Limits,
         handler: &mut H,
         spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
     ) -> Tally
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if self.read_done() {
             return Tally::default();
         }
         self.last_active = now;
         let Spares { input, output } = spares;
-        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output);
+        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output, ctl);
         let result = self.decoder.decode(data, input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
@@ -229,22 +349,23 @@ impl<S> Conn<S> {
 
     /// The peer shut down its write side (a zero-length read): decode what
     /// is pending, then finish once the output is flushed.
-    pub fn handle_eof<H>(
+    pub fn handle_eof<H, M>(
         &mut self,
         id: ConnId,
         limits: &Limits,
         handler: &mut H,
         spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
     ) -> Tally
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if self.read_done() {
             return Tally::default();
         }
         self.phase = Phase::Eof;
         let Spares { input, output } = spares;
-        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output);
+        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output, ctl);
         let eof = self.decoder.decode_eof(input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
@@ -376,14 +497,35 @@ impl<S> Conn<S> {
         self.out.capacity() + self.decoder.capacity()
     }
 
+    /// Why the connection ended (or is ending): the reason it was given,
+    /// else [`CloseReason::Shutdown`] if the server's stop closed it,
+    /// else [`CloseReason::Eof`].
+    pub fn end_reason(&self) -> CloseReason {
+        match self.reason {
+            Some(reason) => reason,
+            None if self.phase >= Phase::Closing => CloseReason::Shutdown,
+            None => CloseReason::Eof,
+        }
+    }
+
     /// Ends the connection, handing the state to the handler.
-    pub fn finish<H>(mut self, id: ConnId, handler: &mut H, spares: &mut Spares)
-    where
-        H: Handler<State = S>,
+    pub fn finish<H, M>(
+        mut self,
+        id: ConnId,
+        handler: &mut H,
+        spares: &mut Spares,
+        ctl: &mut Ctl<'_>,
+    ) where
+        H: Handler<M, State = S>,
     {
         self.out.release(&mut spares.output);
         self.decoder.clear(&mut spares.input);
-        handler.close(self.state, id, self.peer);
+        let closed = Closed {
+            id,
+            peer: self.peer,
+            reason: self.end_reason(),
+        };
+        handler.close(self.state, closed, ctl);
     }
 
     /// No more input will be read (EOF, closing, dead).
@@ -414,6 +556,7 @@ fn context<'a>(
     limits: &Limits,
     out: &'a mut Buffer,
     spare: &'a mut Vec<u8>,
+    ctl: &'a mut Ctl<'_>,
 ) -> Context<'a> {
     let limit = limits.out_limit();
     let outbox = if limits.messages {
@@ -425,48 +568,58 @@ fn context<'a>(
             limit,
         }
     };
-    Context::new(id, peer, outbox, spare)
+    Context::new(id, peer, outbox, spare, ctl.reborrow())
 }
 
 /// Hands decoded frames to the handler one by one, counting them and
 /// noting when it asks to close (which stops delivery).
-struct Delivery<'a> {
+struct Delivery<'a, 'c> {
     id: ConnId,
     peer: Option<PeerCred>,
     limits: &'a Limits,
     out: &'a mut Buffer,
     spare: &'a mut Vec<u8>,
+    ctl: &'a mut Ctl<'c>,
     tally: Tally,
     close: bool,
 }
 
-impl<'a> Delivery<'a> {
+impl<'a, 'c> Delivery<'a, 'c> {
     fn new(
         id: ConnId,
         peer: Option<PeerCred>,
         limits: &'a Limits,
         out: &'a mut Buffer,
         spare: &'a mut Vec<u8>,
-    ) -> Delivery<'a> {
+        ctl: &'a mut Ctl<'c>,
+    ) -> Delivery<'a, 'c> {
         Delivery {
             id,
             peer,
             limits,
             out,
             spare,
+            ctl,
             tally: Tally::default(),
             close: false,
         }
     }
 
     /// One frame to the handler; `false` once it asked to close.
-    fn deliver<H: Handler>(
+    fn deliver<H: Handler<M>, M>(
         &mut self,
         handler: &mut H,
         state: &mut H::State,
         frame: Frame<'_>,
     ) -> bool {
-        let mut cx = context(self.id, self.peer, self.limits, self.out, self.spare);
+        let mut cx = context(
+            self.id,
+            self.peer,
+            self.limits,
+            self.out,
+            self.spare,
+            self.ctl,
+        );
         handler.frame(state, frame, &mut cx);
         let (close, sent) = cx.outcome();
         self.tally.frames_in += 1;

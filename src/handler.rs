@@ -8,17 +8,44 @@ use std::fmt;
 
 use socket2::SockAddr;
 
-use crate::codec::Frame;
-use crate::outbox::{Outbox, SendError};
+use std::ops::{Deref, DerefMut};
+use std::time::Instant;
 
-/// Identifies a connection for as long as it is open. Ids are reused after
-/// a connection closes (they are slab keys).
+use crate::codec::Frame;
+use crate::conn::CloseReason;
+use crate::ctl::Ctl;
+use crate::outbox::{Outbox, SendError};
+use crate::timers::TimerId;
+
+/// Names one connection, for its whole life and never again: it carries
+/// the slab slot the connection lives in and a serial unique for the
+/// server's life. Slots are reused, ids are not, so a handler that keeps
+/// an id past the connection's close (in a subscriber list, or a message
+/// from another thread) reaches nobody with it: pushes to it fail with
+/// [`SendError::Closed`], and never land on a newer connection in the
+/// same slot. (`close` is also always called before a slot is reused.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnId(pub usize);
+pub struct ConnId {
+    pub(crate) key: usize,
+    pub(crate) serial: u64,
+}
+
+impl ConnId {
+    /// The slot: small, dense, reused after close; for tables indexed by
+    /// connection (check [`Ctl::is_open`] or keep the whole id).
+    pub fn slot(&self) -> usize {
+        self.key
+    }
+
+    /// The serial: 1 for the server's first connection, then counting.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+}
 
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "#{}", self.key)
     }
 }
 
@@ -41,13 +68,30 @@ impl fmt::Display for PeerCred {
     }
 }
 
-/// Application logic run by the server over whole frames.
+/// Application logic run by the server over whole frames, and everything
+/// else that happens on the loop's one thread.
 ///
-/// The server calls [`open`](Handler::open) when a connection is accepted,
-/// [`frame`](Handler::frame) for each complete frame in arrival order, and
-/// [`close`](Handler::close) once when the connection goes away. For a
-/// datagram socket there is one "connection" for the whole socket (id 0)
-/// and each datagram is a frame whose replies go to its sender.
+/// # The calls, in order
+///
+/// For each connection: [`open`](Handler::open) once when it is accepted
+/// (and passed the credential check), returning its state; then
+/// [`frame`](Handler::frame) for each complete frame in arrival order,
+/// [`timer`](Handler::timer) for each of its timers that fires, and
+/// [`drained`](Handler::drained) when output that a push found full has
+/// gone down; then [`close`](Handler::close) exactly once, with the state
+/// and why it ended. Nothing about a connection is called after its
+/// `close`, and its timers are gone. Beside the connections:
+/// [`message`](Handler::message) for each message another thread sent
+/// through a [`Handle`](crate::Handle), and
+/// [`server_timer`](Handler::server_timer) for the server-wide timers.
+///
+/// Each call gets a [`Context`] (the connection it is about: reply to it,
+/// close it) or a [`Ctl`] (the server: push to any connection by id, set
+/// timers); a `Context` derefs to a `Ctl`. Replies and pushes are queued
+/// and written as soon as the call returns. For a datagram socket there
+/// is one "connection" for the whole socket and each datagram is a frame
+/// whose replies go to its sender. `M` is the type of the messages other
+/// threads send; `()` when there are none.
 ///
 /// Everything runs on the server's one thread: a handler must not block.
 ///
@@ -62,6 +106,7 @@ impl fmt::Display for PeerCred {
 ///
 /// impl Handler for Upper {
 ///     type State = ();
+///     fn open(&mut self, _: &mut Context<'_>) {}
 ///     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
 ///         // A line always fits: only a length frame over 4 GiB cannot.
 ///         let _ = cx.send(&frame.payload().to_ascii_uppercase());
@@ -79,28 +124,63 @@ impl fmt::Display for PeerCred {
 /// thread.join().unwrap().unwrap();
 /// # std::fs::remove_dir_all(&dir).unwrap();
 /// ```
-pub trait Handler {
-    /// Per-connection state, created with `Default` on accept.
-    type State: Default;
+pub trait Handler<M = ()> {
+    /// Per-connection state, made by [`open`](Handler::open).
+    type State;
 
     /// Whether [`Context::peer`] is wanted. The server asks the kernel for
     /// a connection's credentials (one `getsockopt` per accept) only when
     /// this is `true` or an allow-list is set; [`Echo`] says `false`.
     const PEER_CREDENTIALS: bool = true;
 
-    /// A connection was accepted (and passed the credential check).
-    fn open(&mut self, state: &mut Self::State, cx: &mut Context<'_>) {
-        let _ = (state, cx);
-    }
+    /// A connection was accepted (and passed the credential check): make
+    /// its state. It may greet through `cx`, set timers, or close at once.
+    fn open(&mut self, cx: &mut Context<'_>) -> Self::State;
 
     /// A whole frame arrived. Replies written through `cx` are encoded by
     /// the framing and sent in order.
     fn frame(&mut self, state: &mut Self::State, frame: Frame<'_>, cx: &mut Context<'_>);
 
-    /// The connection is gone; its state is handed back for the last time.
-    fn close(&mut self, state: Self::State, id: ConnId, peer: Option<PeerCred>) {
-        let _ = (state, id, peer);
+    /// A timer this connection set ([`Context::set_timer`]) fired, with
+    /// the token it was set with.
+    fn timer(&mut self, state: &mut Self::State, token: u64, cx: &mut Context<'_>) {
+        let _ = (state, token, cx);
     }
+
+    /// A push to this connection was refused as [`SendError::Full`], and
+    /// its unsent output has since gone down to half of `--max-buffer`:
+    /// pushing may resume. Called once per refusal streak.
+    fn drained(&mut self, state: &mut Self::State, cx: &mut Context<'_>) {
+        let _ = (state, cx);
+    }
+
+    /// The connection is gone; its state is handed back for the last time,
+    /// with its id, peer and why it ended. `ctl` can push to the others
+    /// (not to this one: it is closed).
+    fn close(&mut self, state: Self::State, closed: Closed, ctl: &mut Ctl<'_>) {
+        let _ = (state, closed, ctl);
+    }
+
+    /// Another thread sent `message` through a [`Handle`](crate::Handle).
+    fn message(&mut self, message: M, ctl: &mut Ctl<'_>) {
+        let _ = (message, ctl);
+    }
+
+    /// A server-wide timer ([`Ctl::set_server_timer`]) fired.
+    fn server_timer(&mut self, token: u64, ctl: &mut Ctl<'_>) {
+        let _ = (token, ctl);
+    }
+}
+
+/// How a connection ended, as [`Handler::close`] is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    /// The connection's id (no longer open).
+    pub id: ConnId,
+    /// Its peer's credentials, if they were asked for.
+    pub peer: Option<PeerCred>,
+    /// Why it ended.
+    pub reason: CloseReason,
 }
 
 /// The built-in handler: every frame goes back exactly as it came.
@@ -111,17 +191,21 @@ impl Handler for Echo {
     type State = ();
     const PEER_CREDENTIALS: bool = false;
 
+    fn open(&mut self, _: &mut Context<'_>) {}
+
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
         // A received frame always fits back on the wire it came from.
         let _ = cx.send_wire(frame.wire());
     }
 }
 
-/// A handler's view of its connection while it handles one event.
+/// A handler's view of its connection while it handles one event; it
+/// derefs to the [`Ctl`] of the whole server.
 pub struct Context<'a> {
     id: ConnId,
     peer: Option<PeerCred>,
     outbox: Outbox<'a>,
+    ctl: Ctl<'a>,
     /// The server's spare allocation, lent to an output buffer that needs
     /// memory (see [`crate::buffer`]).
     spare: &'a mut Vec<u8>,
@@ -138,11 +222,13 @@ impl<'a> Context<'a> {
         peer: Option<PeerCred>,
         outbox: Outbox<'a>,
         spare: &'a mut Vec<u8>,
+        ctl: Ctl<'a>,
     ) -> Context<'a> {
         Context {
             id,
             peer,
             outbox,
+            ctl,
             spare,
             close: false,
             sent: 0,
@@ -202,6 +288,7 @@ impl Context<'_> {
     ///
     /// impl Handler for Greeter {
     ///     type State = ();
+    ///     fn open(&mut self, _: &mut Context<'_>) {}
     ///     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
     ///         if cx.send(b"hello").and_then(|()| cx.send(frame.payload())).is_err() {
     ///             cx.close();
@@ -234,5 +321,105 @@ impl Context<'_> {
     /// delivered. On a datagram socket it does nothing.
     pub fn close(&mut self) {
         self.close = true;
+    }
+
+    /// As [`Ctl::send_to`]; to this connection itself, the payload goes
+    /// in order with its replies (before what is sent after it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::send_to`].
+    pub fn send_to(&mut self, id: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        if id != self.id {
+            return self.ctl.send_to(id, payload);
+        }
+        self.check_room(payload.len())?;
+        self.send(payload)
+    }
+
+    /// As [`Ctl::send_wire_to`]; see [`send_to`](Self::send_to).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::send_to`].
+    pub fn send_wire_to(&mut self, id: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        if id != self.id {
+            return self.ctl.send_wire_to(id, bytes);
+        }
+        self.check_room(bytes.len())?;
+        self.send_wire(bytes)
+    }
+
+    /// As [`Ctl::disconnect`]; this connection itself is closed as by
+    /// [`close`](Self::close).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::disconnect`].
+    pub fn disconnect(&mut self, id: ConnId) -> Result<(), SendError> {
+        if id != self.id {
+            return self.ctl.disconnect(id);
+        }
+        self.close();
+        Ok(())
+    }
+
+    /// Calls [`Handler::timer`] for this connection with `token` at
+    /// `deadline` (or at the first turn after it). The timer goes when
+    /// the connection closes: it never fires after `close`.
+    ///
+    /// # Examples
+    ///
+    /// A connection that must say something within five seconds:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use uds_reactor::{Context, Frame, Handler, TimerId};
+    ///
+    /// struct Deadline;
+    ///
+    /// impl Handler for Deadline {
+    ///     type State = Option<TimerId>;
+    ///     fn open(&mut self, cx: &mut Context<'_>) -> Option<TimerId> {
+    ///         let at = cx.now() + Duration::from_secs(5);
+    ///         Some(cx.set_timer(at, 0))
+    ///     }
+    ///     fn frame(&mut self, timer: &mut Option<TimerId>, _: Frame<'_>, cx: &mut Context<'_>) {
+    ///         if let Some(t) = timer.take() {
+    ///             cx.cancel_timer(t);
+    ///         }
+    ///     }
+    ///     fn timer(&mut self, _: &mut Option<TimerId>, _: u64, cx: &mut Context<'_>) {
+    ///         let _ = cx.send(b"too slow");
+    ///         cx.close();
+    ///     }
+    /// }
+    /// ```
+    pub fn set_timer(&mut self, deadline: Instant, token: u64) -> TimerId {
+        let id = self.id;
+        self.ctl.set_conn_timer(id, deadline, token)
+    }
+
+    /// [`SendError::Full`] if `len` more bytes would take this
+    /// connection's output past the push limit.
+    fn check_room(&self, len: usize) -> Result<(), SendError> {
+        let (pending, limit) = (self.outbox.pending(), self.ctl.max_buffer());
+        if pending + len > limit {
+            return Err(SendError::Full { pending, limit });
+        }
+        Ok(())
+    }
+}
+
+impl<'a> Deref for Context<'a> {
+    type Target = Ctl<'a>;
+    fn deref(&self) -> &Ctl<'a> {
+        &self.ctl
+    }
+}
+
+impl<'a> DerefMut for Context<'a> {
+    fn deref_mut(&mut self) -> &mut Ctl<'a> {
+        &mut self.ctl
     }
 }

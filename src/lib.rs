@@ -29,6 +29,7 @@
 //!
 //! impl Handler for Count {
 //!     type State = ();
+//!     fn open(&mut self, _: &mut Context<'_>) {}
 //!     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
 //!         // Fails only for a frame no length field can carry (over 4 GiB).
 //!         let _ = cx.send(frame.payload().len().to_string().as_bytes());
@@ -60,6 +61,7 @@ pub mod buffer;
 pub mod codec;
 pub mod config;
 pub mod conn;
+mod ctl;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -68,14 +70,18 @@ mod outbox;
 pub mod server;
 pub mod stats;
 mod sys;
+mod timers;
 
 pub use codec::{Frame, FrameError};
 pub use config::{Address, Config, Framing, Group, SocketType};
+pub use conn::CloseReason;
+pub use ctl::Ctl;
 pub use error::Error;
-pub use handler::{ConnId, Context, Echo, Handler, PeerCred};
+pub use handler::{Closed, ConnId, Context, Echo, Handler, PeerCred};
 pub use outbox::SendError;
-pub use server::{Handle, Server};
+pub use server::{Handle, MessageError, Server};
 pub use stats::Stats;
+pub use timers::TimerId;
 
 /// Raises this process's soft open-file limit (`RLIMIT_NOFILE`) to its
 /// hard limit and returns the soft limit now in force (the old one if

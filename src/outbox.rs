@@ -37,6 +37,21 @@ pub enum SendError {
         /// The largest the framing can carry (4 GiB - 1).
         max: usize,
     },
+    /// The connection is not open: it closed (its id is never reused, so
+    /// a newer connection in its place is never reached by mistake).
+    Closed,
+    /// The push would take the connection's unsent output past its limit
+    /// (`--max-buffer`); the handler decides: drop the message, disconnect
+    /// the slow reader, or wait for [`Handler::drained`](crate::Handler::drained).
+    Full {
+        /// Bytes the connection had yet to write.
+        pending: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not on this kind of socket (a datagram to an address on a
+    /// connection socket, say).
+    Unsupported,
 }
 
 impl fmt::Display for SendError {
@@ -48,6 +63,12 @@ impl fmt::Display for SendError {
                     "a reply of {len} bytes is longer than a frame can be ({max})"
                 )
             }
+            SendError::Closed => f.write_str("the connection is closed"),
+            SendError::Full { pending, limit } => write!(
+                f,
+                "the connection has {pending} bytes unsent, its limit is {limit}"
+            ),
+            SendError::Unsupported => f.write_str("not supported on this kind of socket"),
         }
     }
 }
@@ -228,6 +249,20 @@ impl Datagrams {
         self.heads.push(Head {
             len: data.len(),
             addr: Self::SENDER,
+        });
+        Ok(())
+    }
+
+    /// Queues one datagram to `to`, any address.
+    pub(crate) fn push_to(&mut self, to: &SockAddr, data: &[u8]) -> Result<(), SendError> {
+        if data.len() > MAX_MESSAGE {
+            return Err(too_large(data));
+        }
+        self.addrs.push(to.clone());
+        self.bytes.extend_from_slice(data);
+        self.heads.push(Head {
+            len: data.len(),
+            addr: self.addrs.len() - 1,
         });
         Ok(())
     }

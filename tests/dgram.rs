@@ -272,6 +272,10 @@ struct Addressed;
 impl Handler for Addressed {
     type State = u64;
 
+    fn open(&mut self, _: &mut Context<'_>) -> u64 {
+        u64::default()
+    }
+
     fn frame(&mut self, count: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
         *count += 1;
         let to = cx

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{connect, echo_through, exists, our_ids, pattern, Library, TempDir, PATIENCE};
 use uds_reactor::{
-    Config, ConnId, Context, Echo, Error, Frame, Framing, Handle, Handler, PeerCred, SendError,
-    Server, Stats,
+    CloseReason, Closed, Config, ConnId, Context, Ctl, Echo, Error, Frame, Framing, Handle,
+    Handler, PeerCred, SendError, Server, Stats,
 };
 
 /// `Handle` crosses threads and is cloned freely.
@@ -83,6 +83,8 @@ struct Calls {
     opened: Vec<ConnId>,
     /// Id, peer and the lines it sent, for each `close`.
     closed: Vec<(ConnId, Option<PeerCred>, u64)>,
+    /// Why each closed.
+    reasons: Vec<CloseReason>,
 }
 
 /// Answers each line with its length and records `open`/`close`; closes
@@ -95,9 +97,9 @@ struct Count {
 impl Handler for Count {
     type State = u64;
 
-    fn open(&mut self, lines: &mut u64, cx: &mut Context<'_>) {
-        assert_eq!(*lines, 0, "state starts fresh");
+    fn open(&mut self, cx: &mut Context<'_>) -> u64 {
         self.calls.lock().unwrap().opened.push(cx.id());
+        0 // lines seen
     }
 
     fn frame(&mut self, lines: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
@@ -111,8 +113,10 @@ impl Handler for Count {
             .expect("a short reply fits");
     }
 
-    fn close(&mut self, lines: u64, id: ConnId, peer: Option<PeerCred>) {
-        self.calls.lock().unwrap().closed.push((id, peer, lines));
+    fn close(&mut self, lines: u64, closed: Closed, _: &mut Ctl<'_>) {
+        let mut calls = self.calls.lock().unwrap();
+        calls.closed.push((closed.id, closed.peer, lines));
+        calls.reasons.push(closed.reason);
     }
 }
 
@@ -156,13 +160,19 @@ fn custom_handler_counts_frames() {
     // the peer's credentials, before the counters said it closed.
     let (pid, uid, gid) = (std::process::id() as i32, our_ids().0, our_ids().1);
     let peer = Some(PeerCred { pid, uid, gid });
-    assert_eq!(
-        *calls.lock().unwrap(),
-        Calls {
-            opened: vec![ConnId(0)],
-            closed: vec![(ConnId(0), peer, 10)],
-        }
-    );
+    {
+        let calls = calls.lock().unwrap();
+        let first = calls.opened[0];
+        assert_eq!(
+            *calls,
+            Calls {
+                opened: vec![first],
+                closed: vec![(first, peer, 10)],
+                reasons: vec![CloseReason::Handler],
+            }
+        );
+        assert_eq!((first.slot(), first.serial()), (0, 1));
+    }
     // A second connection, cut short by the client: closed all the same.
     let s = connect(&path);
     wait_stats(&handle, |s| s.accepted == 2);
@@ -175,6 +185,14 @@ fn custom_handler_counts_frames() {
     assert_eq!(calls.opened.len(), 2, "{calls:?}");
     assert_eq!(calls.closed.len(), 2, "{calls:?}");
     assert_eq!(calls.closed[1].2, 0, "the second sent no line");
+    let second = calls.opened[1];
+    assert_eq!(
+        (second.slot(), second.serial()),
+        (0, 2),
+        "the slot is reused, the id is not"
+    );
+    assert_ne!(second, calls.opened[0]);
+    assert_eq!(calls.reasons[1], CloseReason::Eof);
 }
 
 #[test]
@@ -279,6 +297,8 @@ struct WhoAmI;
 impl Handler for WhoAmI {
     type State = ();
 
+    fn open(&mut self, _: &mut Context<'_>) {}
+
     fn frame(&mut self, _: &mut (), _: Frame<'_>, cx: &mut Context<'_>) {
         let reply = match cx.peer() {
             Some(p) => format!("pid={} uid={} gid={}", p.pid, p.uid, p.gid),
@@ -348,6 +368,8 @@ struct Oversize;
 
 impl Handler for Oversize {
     type State = ();
+
+    fn open(&mut self, _: &mut Context<'_>) {}
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
         if frame.payload() != b"big" {

@@ -285,6 +285,10 @@ struct ReverseAndCount;
 impl Handler for ReverseAndCount {
     type State = u64;
 
+    fn open(&mut self, _: &mut Context<'_>) -> u64 {
+        u64::default()
+    }
+
     fn frame(&mut self, seen: &mut u64, frame: Frame<'_>, cx: &mut Context<'_>) {
         *seen += 1;
         assert!(cx.reply_to().is_none(), "connections have no reply address");
@@ -364,6 +368,8 @@ struct WithEmpty;
 
 impl Handler for WithEmpty {
     type State = ();
+
+    fn open(&mut self, _: &mut Context<'_>) {}
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
         cx.send(b"").expect("a short reply fits");

@@ -11,6 +11,7 @@ use crate::buffer::{Spares, MIN_ALLOC, OVERSHOOT, READ_SIZE};
 use crate::codec::HEADER_LEN;
 use crate::config::Framing;
 use crate::conn::{Conn, Limits, Tally, READ_ROOM};
+use crate::ctl::{Framer, World};
 use crate::handler::{ConnId, Echo, Handler};
 
 mod model;
@@ -81,7 +82,7 @@ pub fn conn(data: &[u8]) {
     };
     assert_eq!(
         handler.closes,
-        [(last, ConnId(0), None)],
+        [(last, ConnId { key: 0, serial: 1 }, None)],
         "close once, with the final state"
     );
 }
@@ -115,17 +116,25 @@ fn run<H: Handler>(
 ) -> (H, Model) {
     // The fake clock: a fixed base plus the offsets the input asks for.
     let now = Instant::now();
-    let state = H::State::default();
+    let mut world = World::new(Framer::new(&limits));
+    let id = world.peers.open(0);
+    let (mut handler, mut spares) = (handler, Spares::default());
+    let ctl = &mut world.ctl(now, None);
+    let (conn, tally) = Conn::open(id, None, now, &limits, &mut handler, &mut spares, ctl);
     let mut t = Driver {
-        conn: Conn::new(&limits, None, now, state),
+        conn,
+        id,
         handler,
         model: Model::new(&limits, replier, now),
         now,
-        spares: Spares::default(),
+        spares,
+        world,
         limits,
         was_done: false,
     };
-    t.open();
+    t.model.open();
+    t.check_tally(tally, (0, 0));
+    t.check();
     let mut ops = 0;
     while !input.is_empty() && ops < 5_000 {
         ops += 1;
@@ -144,12 +153,15 @@ fn run<H: Handler>(
     }
     let Driver {
         conn,
+        id,
         mut handler,
         model,
         mut spares,
+        mut world,
+        now,
         ..
     } = t;
-    conn.finish(ConnId(0), &mut handler, &mut spares);
+    conn.finish(id, &mut handler, &mut spares, &mut world.ctl(now, None));
     (handler, model)
 }
 
@@ -185,27 +197,19 @@ pub fn memory_bound(limits: &Limits, replies: usize) -> usize {
 /// world.
 struct Driver<H: Handler> {
     conn: Conn<H::State>,
+    id: ConnId,
     handler: H,
     model: Model,
     now: Instant,
     spares: Spares,
+    /// What the handler's Ctl works on.
+    world: World,
     limits: Limits,
     /// The connection was done at the last check: it must stay done.
     was_done: bool,
 }
 
 impl<H: Handler> Driver<H> {
-    fn open(&mut self) {
-        let before = self.counts();
-        let (id, limits) = (ConnId(0), &self.limits);
-        let tally = self
-            .conn
-            .open(id, limits, &mut self.handler, &mut self.spares);
-        self.model.open();
-        self.check_tally(tally, before);
-        self.check();
-    }
-
     /// One operation from `input`.
     fn op(&mut self, input: &mut Input<'_>) {
         match input.byte() % 9 {
@@ -263,10 +267,11 @@ impl<H: Handler> Driver<H> {
             self.conn.handle_oversized(chunk.len() as u64, &self.limits);
             Tally::default()
         } else {
-            let (id, now, limits) = (ConnId(0), self.now, &self.limits);
+            let (id, now, limits) = (self.id, self.now, &self.limits);
             let (handler, spares) = (&mut self.handler, &mut self.spares);
+            let ctl = &mut self.world.ctl(now, None);
             self.conn
-                .handle_read(id, chunk, now, limits, handler, spares)
+                .handle_read(id, chunk, now, limits, handler, spares, ctl)
         };
         self.model.read(chunk, self.now);
         self.check_tally(tally, before);
@@ -275,9 +280,14 @@ impl<H: Handler> Driver<H> {
     fn eof(&mut self) {
         if self.conn.wants_read(&self.limits) {
             let before = self.counts();
-            let tally =
-                self.conn
-                    .handle_eof(ConnId(0), &self.limits, &mut self.handler, &mut self.spares);
+            let ctl = &mut self.world.ctl(self.now, None);
+            let tally = self.conn.handle_eof(
+                self.id,
+                &self.limits,
+                &mut self.handler,
+                &mut self.spares,
+                ctl,
+            );
             self.model.eof();
             self.check_tally(tally, before);
         }
@@ -336,12 +346,13 @@ impl<H: Handler> Driver<H> {
         }
         let before = self.observed();
         let stale = b"stale\n\0\0\0\x01x";
-        let (id, now, limits) = (ConnId(0), self.now, &self.limits);
+        let (id, now, limits) = (self.id, self.now, &self.limits);
         let (handler, spares) = (&mut self.handler, &mut self.spares);
+        let ctl = &mut self.world.ctl(now, None);
         let read = self
             .conn
-            .handle_read(id, stale, now, limits, handler, spares);
-        let eof = self.conn.handle_eof(id, limits, handler, spares);
+            .handle_read(id, stale, now, limits, handler, spares, ctl);
+        let eof = self.conn.handle_eof(id, limits, handler, spares, ctl);
         assert_eq!((read, eof), Default::default(), "no frames after close");
         if self.model.done() {
             self.conn.shutdown(now);

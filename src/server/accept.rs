@@ -14,7 +14,7 @@ use super::conns::{Connections, Entry};
 use super::logging::Who;
 use super::{Core, FIRST_CONN};
 use crate::conn::Conn;
-use crate::handler::{ConnId, Handler, PeerCred};
+use crate::handler::{Handler, PeerCred};
 use crate::sys;
 
 /// Accepts per turn before connections get theirs.
@@ -25,9 +25,13 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(500);
 
 impl<S> Connections<S> {
     /// Accepts waiting connections, up to the per-turn budget.
-    pub(super) fn accept_batch<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
-    where
-        H: Handler<State = S>,
+    pub(super) fn accept_batch<H, M>(
+        &mut self,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
     {
         for _ in 0..ACCEPTS_PER_TURN {
             let Some(listener) = self.listener.as_ref() else {
@@ -62,9 +66,14 @@ impl<S> Connections<S> {
     /// Takes one accepted socket in, or closes it at once if it is over the
     /// limit or fails the credential check. A failed registration leaves
     /// nothing behind: the slot is only taken once the socket is in epoll.
-    fn admit<H>(&mut self, sock: Socket, core: &mut Core<H>, registry: &Registry, now: Instant)
-    where
-        H: Handler<State = S>,
+    fn admit<H, M>(
+        &mut self,
+        sock: Socket,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
     {
         if self.slab.len() >= self.max_connections {
             core.stats.rejected += 1;
@@ -90,32 +99,39 @@ impl<S> Connections<S> {
         if core.limits.messages {
             // Messages up to --max-frame must fit in the send buffer.
             if let Err(e) = sys::fit_send_buffer(&sock, core.config.max_frame) {
-                debug!("raise the send buffer of {}: {e}", ConnId(key));
+                debug!("raise the send buffer of slot {key}: {e}");
             }
         }
-        let mut conn = Conn::new(&core.limits, peer, now, new_state::<H>());
-        let tally = conn.open(
-            ConnId(key),
-            &core.limits,
-            &mut core.handler,
-            &mut core.spares,
-        );
+        let id = core.world.peers.open(key);
+        let Core {
+            handler,
+            limits,
+            spares,
+            world,
+            ..
+        } = &mut *core;
+        let ctl = &mut world.ctl(now, None);
+        let (conn, tally) = Conn::open(id, peer, now, limits, handler, spares, ctl);
         core.stats.frames_out += tally.frames_out;
-        vacant.insert(Entry::new(sock, conn));
+        vacant.insert(Entry::new(id, sock, conn));
         core.stats.accepted += 1;
         core.stats.open += 1;
-        debug!("accepted {} ({})", ConnId(key), Who(peer));
+        debug!("accepted {id} ({})", Who(peer));
         self.flush(key, core, now);
         self.settle(key, core, registry);
+        self.apply_pushes(core, registry, now);
     }
 }
 
 /// The peer's credentials, asked of the kernel only when an allow-list or
 /// the handler needs them (one `getsockopt` per accept otherwise saved);
 /// `Err` when the allow-list rejects the peer (counted and logged).
-fn credentials<H: Handler>(sock: &Socket, core: &mut Core<H>) -> Result<Option<PeerCred>, ()> {
+fn credentials<H: Handler<M>, M>(
+    sock: &Socket,
+    core: &mut Core<H, M>,
+) -> Result<Option<PeerCred>, ()> {
     let checks = core.config.checks_credentials();
-    if !checks && !H::PEER_CREDENTIALS {
+    if !checks && !<H as Handler<M>>::PEER_CREDENTIALS {
         return Ok(None);
     }
     let peer = sys::peer_cred(sock.as_fd()).ok();
@@ -128,10 +144,4 @@ fn credentials<H: Handler>(sock: &Socket, core: &mut Core<H>) -> Result<Option<P
         return Err(());
     }
     Ok(peer)
-}
-
-/// A new connection's handler state. (A function of its own: where `H`'s
-/// state is known to be `S`, `S: Default` is not.)
-fn new_state<H: Handler>() -> H::State {
-    H::State::default()
 }

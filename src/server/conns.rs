@@ -16,12 +16,13 @@ use slab::Slab;
 use socket2::Socket;
 
 use super::logging::{RateLimited, Who};
-use super::timers::{TimerKey, Timers};
 use super::{Core, ENDPOINT, FIRST_CONN};
 use crate::config::{Config, SocketType};
 use crate::conn::{CloseReason, Conn, Wants};
+use crate::ctl::{Owner, Push};
 use crate::handler::{ConnId, Handler};
 use crate::sys;
+use crate::timers::{TimerId, TimerKey};
 
 /// Descriptors kept back from `--max-connections`'s default for the
 /// listener, poll, waker, signals, logging and the standard streams.
@@ -30,6 +31,8 @@ const FD_RESERVE: u64 = 32;
 /// One connection's slab entry: its socket, its state machine and what the
 /// loop knows of its readiness.
 pub(super) struct Entry<S> {
+    /// The connection's id (its slab key and serial).
+    pub(super) id: ConnId,
     pub(super) sock: Socket,
     pub(super) conn: Conn<S>,
     /// Interest currently registered with the poller.
@@ -49,8 +52,9 @@ pub(super) struct Entry<S> {
 }
 
 impl<S> Entry<S> {
-    pub(super) fn new(sock: Socket, conn: Conn<S>) -> Entry<S> {
+    pub(super) fn new(id: ConnId, sock: Socket, conn: Conn<S>) -> Entry<S> {
         Entry {
+            id,
             sock,
             conn,
             registered: Wants {
@@ -75,8 +79,9 @@ pub(super) struct Connections<S> {
     pub(super) ready: Vec<usize>,
     /// Finished connections to close after the batch (slab keys).
     pub(super) reap: Vec<usize>,
-    /// Idle and drain deadlines, owned by slab key.
-    pub(super) timers: Timers<usize>,
+    /// Connections whose output drained after a refused push, to tell
+    /// the handler (slab keys).
+    pub(super) drained: Vec<usize>,
     /// The listener may have connections waiting.
     pub(super) accept_ready: bool,
     /// Accepting is paused until then (out of descriptors).
@@ -101,7 +106,7 @@ impl<S> Connections<S> {
             slab: Slab::new(),
             ready: Vec::new(),
             reap: Vec::new(),
-            timers: Timers::default(),
+            drained: Vec::new(),
             accept_ready: false,
             accept_paused: None,
             max_connections: config
@@ -123,15 +128,15 @@ impl<S> Connections<S> {
     }
 
     /// When the loop must wake: now while work is left over, else at the
-    /// nearest deadline or the end of an accept pause.
+    /// end of an accept pause (timers are the loop's to watch).
     pub(super) fn wakeup(&self, now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() || (self.accept_ready && self.accept_paused.is_none()) {
+        let busy = !self.ready.is_empty()
+            || !self.drained.is_empty()
+            || (self.accept_ready && self.accept_paused.is_none());
+        if busy {
             return Some(now);
         }
-        [self.timers.next(), self.accept_paused]
-            .into_iter()
-            .flatten()
-            .min()
+        self.accept_paused
     }
 
     /// Marks `key` to be worked again next turn (it has input left).
@@ -145,14 +150,14 @@ impl<S> Connections<S> {
 
 impl<S> Connections<S> {
     /// A readiness event: the listener's, or a connection's.
-    pub(super) fn on_event<H>(
+    pub(super) fn on_event<H, M>(
         &mut self,
         event: &Event,
-        core: &mut Core<H>,
+        core: &mut Core<H, M>,
         registry: &Registry,
         now: Instant,
     ) where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if event.token() == ENDPOINT {
             self.accept_ready = true;
@@ -172,9 +177,9 @@ impl<S> Connections<S> {
     }
 
     /// The work after the events: accepts, leftovers, deadlines, reaping.
-    pub(super) fn turn<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
+    pub(super) fn turn<H, M>(&mut self, core: &mut Core<H, M>, registry: &Registry, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if self.accept_paused.is_some_and(|until| now >= until) {
             self.accept_paused = None;
@@ -194,24 +199,170 @@ impl<S> Connections<S> {
             }
         }
         self.ready.drain(..queued);
-        while let Some((_, key)) = self.timers.pop_due(now) {
-            let Some(entry) = self.slab.get_mut(key) else {
-                continue; // cannot happen: a closing connection cancels its timer
-            };
-            entry.timer = None;
-            entry
-                .conn
-                .handle_timeout(now, &core.limits, &mut core.spares);
-            self.settle(key, core, registry);
+        while let Some((timer, owner)) = core.world.timers.pop_due(now) {
+            self.fire(timer, owner, core, registry, now);
         }
-        self.reap_finished(core);
+        for i in 0..self.drained.len() {
+            let key = self.drained[i];
+            self.callback(
+                key,
+                core,
+                registry,
+                now,
+                |conn, id, handler, limits, spares, ctl| {
+                    conn.handle_drained(id, limits, handler, spares, ctl)
+                },
+            );
+        }
+        self.drained.clear();
+        self.reap_finished(core, registry, now);
+    }
+
+    /// One timer came due: a connection's deadline, a handler timer of a
+    /// connection, or a server-wide one.
+    fn fire<H, M>(
+        &mut self,
+        timer: TimerId,
+        owner: Owner,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
+    {
+        match owner {
+            Owner::Deadline(key) => {
+                let Some(entry) = self.slab.get_mut(key) else {
+                    return; // cannot happen: a closing connection cancels it
+                };
+                entry.timer = None;
+                entry
+                    .conn
+                    .handle_timeout(now, &core.limits, &mut core.spares);
+                self.settle(key, core, registry);
+            }
+            Owner::Conn { id, token } => {
+                // Only while open: a closed connection's timers are gone.
+                if core.world.peers.timer_fired(id, timer) {
+                    self.callback(
+                        id.key,
+                        core,
+                        registry,
+                        now,
+                        |conn, id, handler, limits, spares, ctl| {
+                            conn.handle_timer(id, token, limits, handler, spares, ctl)
+                        },
+                    );
+                }
+            }
+            Owner::Server { token } => {
+                let Core { handler, world, .. } = &mut *core;
+                handler.server_timer(token, &mut world.ctl(now, None));
+                self.apply_pushes(core, registry, now);
+            }
+        }
+    }
+
+    /// Runs one handler callback on connection `key` (if it is still
+    /// open), then what it queued.
+    pub(super) fn callback<H, M>(
+        &mut self,
+        key: usize,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+        f: impl FnOnce(
+            &mut Conn<S>,
+            ConnId,
+            &mut H,
+            &crate::conn::Limits,
+            &mut crate::buffer::Spares,
+            &mut crate::ctl::Ctl<'_>,
+        ) -> crate::conn::Tally,
+    ) where
+        H: Handler<M, State = S>,
+    {
+        let Some(entry) = self.slab.get_mut(key) else {
+            return;
+        };
+        let Core {
+            handler,
+            limits,
+            spares,
+            stats,
+            world,
+            ..
+        } = &mut *core;
+        let tally = f(
+            &mut entry.conn,
+            entry.id,
+            handler,
+            limits,
+            spares,
+            &mut world.ctl(now, None),
+        );
+        stats.frames_out += tally.frames_out;
+        self.flush(key, core, now);
+        self.settle(key, core, registry);
+        self.apply_pushes(core, registry, now);
+    }
+
+    /// Applies what handlers queued for other connections, in order, and
+    /// writes it eagerly.
+    pub(super) fn apply_pushes<H, M>(
+        &mut self,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
+    {
+        while !core.world.pushes.is_empty() {
+            let (ops, bytes) = core.world.pushes.take();
+            let mut at = 0;
+            for op in &ops {
+                let (to, payload) = match *op {
+                    Push::Send { to, len, .. } => {
+                        at += len;
+                        (to, &bytes[at - len..at])
+                    }
+                    Push::Close { to } => (to, &[][..]),
+                };
+                let Some(entry) = self.slab.get_mut(to.key).filter(|e| e.id == to) else {
+                    continue; // closed since: pushes never reach a newer connection
+                };
+                let Core {
+                    limits,
+                    spares,
+                    stats,
+                    world,
+                    ..
+                } = &mut *core;
+                match *op {
+                    Push::Send { framed, .. } => {
+                        entry
+                            .conn
+                            .push(payload, framed, limits, spares, &mut world.ctl(now, None));
+                        stats.frames_out += 1;
+                    }
+                    Push::Close { .. } => entry.conn.handle_disconnect(),
+                }
+                self.flush(to.key, core, now);
+                self.settle(to.key, core, registry);
+            }
+            core.world.pushes.done(ops, bytes);
+        }
     }
 
     /// Shutdown: stop accepting and reading, and give every connection
     /// until its drain deadline to flush.
-    pub(super) fn shutdown<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
-    where
-        H: Handler<State = S>,
+    pub(super) fn shutdown<H, M>(
+        &mut self,
+        core: &mut Core<H, M>,
+        registry: &Registry,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
     {
         self.stop_listening(registry);
         for key in 0..self.slab.capacity() {
@@ -231,33 +382,40 @@ impl<S> Connections<S> {
     }
 
     /// Closes every connection still open (the end of a shutdown).
-    pub(super) fn close_all<H>(&mut self, core: &mut Core<H>)
+    pub(super) fn close_all<H, M>(&mut self, core: &mut Core<H, M>, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         for key in 0..self.slab.capacity() {
             if let Some(entry) = self.slab.try_remove(key) {
-                self.close_entry(key, entry, core);
+                self.close_entry(key, entry, core, now);
             }
         }
     }
 
     /// Closes the connections that finished during this turn.
-    fn reap_finished<H>(&mut self, core: &mut Core<H>)
+    fn reap_finished<H, M>(&mut self, core: &mut Core<H, M>, registry: &Registry, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if self.reap.is_empty() {
             return;
         }
-        let mut reap = std::mem::take(&mut self.reap);
-        for key in reap.drain(..) {
-            if let Some(entry) = self.slab.try_remove(key) {
-                self.close_entry(key, entry, core);
+        // Handlers' close may push to, or disconnect, others: reap those
+        // too (each round removes connections, so it ends).
+        while !self.reap.is_empty() {
+            let mut reap = std::mem::take(&mut self.reap);
+            for key in reap.drain(..) {
+                if let Some(entry) = self.slab.try_remove(key) {
+                    self.close_entry(key, entry, core, now);
+                }
+            }
+            self.apply_pushes(core, registry, now);
+            // Keep the allocation: no malloc per turn that closes something.
+            if self.reap.is_empty() {
+                self.reap = reap;
             }
         }
-        // Keep the allocation: no malloc per turn that closes something.
-        self.reap = reap;
         // Descriptors came free: waiting connections can be accepted now,
         // not only when the next one arrives.
         if self.accept_paused.take().is_some() {
@@ -266,12 +424,19 @@ impl<S> Connections<S> {
     }
 
     /// Logs why `entry` ends, hands its state to the handler and closes it.
-    fn close_entry<H>(&mut self, key: usize, mut entry: Entry<S>, core: &mut Core<H>)
-    where
-        H: Handler<State = S>,
+    fn close_entry<H, M>(
+        &mut self,
+        key: usize,
+        mut entry: Entry<S>,
+        core: &mut Core<H, M>,
+        now: Instant,
+    ) where
+        H: Handler<M, State = S>,
     {
-        self.timers.cancel(&mut entry.timer);
-        let id = ConnId(key);
+        core.world.timers.cancel(&mut entry.timer);
+        core.world.peers.close(entry.id, &mut core.world.timers);
+        let id = entry.id;
+        debug_assert_eq!(id.key, key);
         // Asked of the kernel only if a line names the peer: SO_PEERCRED
         // still tells who connected, and Echo never asked at accept.
         let who = || {
@@ -299,11 +464,19 @@ impl<S> Connections<S> {
                 who()
             ),
             Some(CloseReason::Handler) => debug!("closing {id} ({}): handler asked", who()),
-            Some(CloseReason::Io) | None => debug!("closed {id}"),
+            _ => debug!("closed {id}"),
         }
         stats.closed += 1;
         stats.open -= 1;
-        entry.conn.finish(id, &mut core.handler, &mut core.spares);
+        let Core {
+            handler,
+            spares,
+            world,
+            ..
+        } = &mut *core;
+        entry
+            .conn
+            .finish(id, handler, spares, &mut world.ctl(now, None));
         // Closing the descriptor removes it from the epoll set.
         drop(entry.sock);
     }

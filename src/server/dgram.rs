@@ -28,16 +28,48 @@ use super::logging::{RateLimited, Who};
 use super::Core;
 use crate::codec::Frame;
 use crate::config::Config;
+use crate::conn::CloseReason;
+use crate::ctl::Owner;
 use crate::error::Error;
-use crate::handler::{ConnId, Context, Handler};
+use crate::handler::{Closed, ConnId, Context, Handler};
 use crate::outbox::{Datagrams, Outbox};
 use crate::stats::Stats;
 use crate::sys;
+
+/// The one "connection" of a datagram socket.
+const DGRAM_ID: ConnId = ConnId { key: 0, serial: 0 };
 
 /// Datagrams read per turn before the loop polls again.
 const READS_PER_TURN: usize = 64;
 /// How soon queued replies are retried after a receiver was full.
 const RETRY: Duration = Duration::from_millis(2);
+
+/// The handler's state for the whole datagram socket, made by its `open`
+/// when the server is built (with nowhere to reply yet: what it sends
+/// there is dropped).
+pub(super) fn open_state<H: Handler<M>, M>(core: &mut Core<H, M>) -> H::State {
+    let mut nowhere = crate::buffer::Buffer::new();
+    let outbox = Outbox::Messages {
+        out: &mut nowhere,
+        limit: 0,
+    };
+    let Core {
+        handler,
+        spares,
+        world,
+        ..
+    } = core;
+    let mut cx = Context::new(
+        DGRAM_ID,
+        None,
+        outbox,
+        &mut spares.output,
+        world.ctl(Instant::now(), None),
+    );
+    let state = handler.open(&mut cx);
+    nowhere.release(&mut spares.output);
+    state
+}
 
 /// Raises `sock`'s send buffer so messages up to `max_frame` can be sent,
 /// and warns if the system caps it lower (`net.core.wmem_max`).
@@ -69,13 +101,14 @@ pub(super) struct Dgram<S> {
     rejected_log: RateLimited,
 }
 
-impl<S: Default> Dgram<S> {
-    /// The endpoint for `sock`, already registered.
+impl<S> Dgram<S> {
+    /// The endpoint for `sock`, already registered; `state` is the
+    /// handler's for the whole socket.
     ///
     /// # Errors
     ///
     /// [`Error::Io`] if `SO_PASSCRED` cannot be set.
-    pub(super) fn new(sock: Socket, config: &Config) -> Result<Dgram<S>, Error> {
+    pub(super) fn new(sock: Socket, config: &Config, state: S) -> Result<Dgram<S>, Error> {
         // Always on: the credential check needs it, and so does naming the
         // sender of a dropped datagram in the log.
         sock.set_passcred(true)
@@ -84,7 +117,7 @@ impl<S: Default> Dgram<S> {
         Ok(Dgram {
             sock,
             queue: Datagrams::new(),
-            state: S::default(),
+            state,
             readable: true,
             reading: true,
             retry_at: None,
@@ -97,6 +130,16 @@ impl<S: Default> Dgram<S> {
 }
 
 impl<S> Dgram<S> {
+    /// The reply queue, for a callback outside a datagram (a message).
+    pub(super) fn queue_mut(&mut self) -> &mut Datagrams {
+        &mut self.queue
+    }
+
+    /// Sends what a callback outside a datagram queued.
+    pub(super) fn flush_queue<H: Handler<M>, M>(&mut self, core: &mut Core<H, M>) {
+        self.flush(None, &mut core.stats);
+    }
+
     /// The socket is readable (the only event it registers for).
     pub(super) fn on_event(&mut self, event: &Event) {
         self.readable |= event.is_readable() || event.is_error();
@@ -133,9 +176,9 @@ impl<S> Dgram<S> {
     }
 
     /// Sends due replies, then reads (bounded) while the queue has room.
-    pub(super) fn turn<H>(&mut self, core: &mut Core<H>, now: Instant)
+    pub(super) fn turn<H, M>(&mut self, core: &mut Core<H, M>, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         self.flush(None, &mut core.stats);
         for _ in 0..READS_PER_TURN {
@@ -153,14 +196,22 @@ impl<S> Dgram<S> {
                 }
             }
         }
+        while let Some((_, owner)) = core.world.timers.pop_due(now) {
+            // A datagram socket has no connections: only server timers.
+            if let Owner::Server { token } = owner {
+                let ctl = &mut core.world.ctl(now, Some(&mut self.queue));
+                core.handler.server_timer(token, ctl);
+                self.flush(None, &mut core.stats);
+            }
+        }
         self.retry_at = (!self.queue.is_empty()).then(|| now + RETRY);
     }
 
     /// Hands one datagram to the handler, or drops it (counted) when it
     /// cannot be answered.
-    fn answer<H>(&mut self, d: &sys::Datagram, core: &mut Core<H>, now: Instant)
+    fn answer<H, M>(&mut self, d: &sys::Datagram, core: &mut Core<H, M>, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         core.stats.bytes_in += d.full_len as u64;
         let Some(from) = self.admit(d, core, now) else {
@@ -172,21 +223,35 @@ impl<S> Dgram<S> {
             queue: &mut self.queue,
             to: from,
         };
-        let mut cx = Context::new(ConnId(0), d.cred, outbox, &mut core.spares.output);
-        let frame = Frame::raw(&core.scratch[..d.len]);
-        core.handler.frame(&mut self.state, frame, &mut cx);
-        core.stats.frames_out += cx.outcome().1;
+        let Core {
+            handler,
+            spares,
+            scratch,
+            stats,
+            world,
+            ..
+        } = &mut *core;
+        let mut cx = Context::new(
+            DGRAM_ID,
+            d.cred,
+            outbox,
+            &mut spares.output,
+            world.ctl(now, None),
+        );
+        let frame = Frame::raw(&scratch[..d.len]);
+        handler.frame(&mut self.state, frame, &mut cx);
+        stats.frames_out += cx.outcome().1;
         // Write eagerly; only what must wait keeps a copy of the address.
-        self.flush(Some(from), &mut core.stats);
+        self.flush(Some(from), stats);
         self.queue.keep_sender(from);
     }
 
     /// The address to answer `d` at, or `None` (logged, rate-limited) when
     /// it must be dropped: too long, refused credentials, no address.
-    fn admit<'d, H: Handler>(
+    fn admit<'d, H: Handler<M>, M>(
         &mut self,
         d: &'d sys::Datagram,
-        core: &mut Core<H>,
+        core: &mut Core<H, M>,
         now: Instant,
     ) -> Option<&'d SockAddr> {
         let (config, who) = (&core.config, Who(d.cred));
@@ -227,12 +292,18 @@ impl<S> Dgram<S> {
 
     /// The end: replies still queued are dropped (counted), and the state
     /// goes back to the handler.
-    pub(super) fn finish<H>(self, core: &mut Core<H>)
+    pub(super) fn finish<H, M>(self, core: &mut Core<H, M>)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         core.stats.dropped += self.queue.len() as u64;
-        core.handler.close(self.state, ConnId(0), None);
+        let closed = Closed {
+            id: DGRAM_ID,
+            peer: None,
+            reason: CloseReason::Shutdown,
+        };
+        let Core { handler, world, .. } = &mut *core;
+        handler.close(self.state, closed, &mut world.ctl(Instant::now(), None));
     }
 }
 

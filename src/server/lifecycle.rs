@@ -16,7 +16,7 @@ use crate::handler::Handler;
 use crate::stats::Stats;
 use crate::sys;
 
-impl<H: Handler> Server<H> {
+impl<H: Handler<M>, M> Server<H, M> {
     /// Shuts down on SIGINT/SIGTERM/SIGHUP (a second one ends the drain at
     /// once) and logs the counters on SIGUSR1, as the binary does. Without
     /// it, only [`Handle::stop`](super::Handle::stop) stops the server.
@@ -104,18 +104,18 @@ impl<H: Handler> Server<H> {
     /// The end of [`run`](Self::run), however it ended: everything still
     /// open is closed, and the counters are published, logged and given
     /// back.
-    pub(super) fn finish(mut self) -> Stats {
+    pub(super) fn finish(mut self) -> (Stats, H) {
         if self.draining.is_none() {
             self.stop_listening();
         }
         let mut core = self.core;
         match self.endpoint {
-            Endpoint::Connections(mut c) => c.close_all(&mut core),
+            Endpoint::Connections(mut c) => c.close_all(&mut core, Instant::now()),
             Endpoint::Datagrams(d) => d.finish(&mut core),
         }
         self.shared.stats.publish(&core.stats);
         info!("{}", core.stats);
-        core.stats
+        (core.stats, core.handler)
     }
 
     /// Logs `listening on ...` and, with systemd support, says `READY=1`.

@@ -36,11 +36,12 @@ mod dgram;
 mod lifecycle;
 mod logging;
 mod pump;
-mod timers;
 
+use std::fmt;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,6 +55,7 @@ use socket2::Socket;
 use crate::buffer::{Spares, READ_SIZE};
 use crate::config::{Address, Config, SocketType};
 use crate::conn::Limits;
+use crate::ctl::{Framer, World};
 use crate::error::Error;
 use crate::handler::{Echo, Handler};
 use crate::stats::{SharedStats, Stats};
@@ -76,16 +78,111 @@ struct Shared {
     stats: SharedStats,
 }
 
-/// Stops a server and reads its counters from any thread.
+/// Stops a server, reads its counters and sends its handler messages,
+/// from any thread.
 ///
-/// `Send + Sync + Clone`; built on a `mio::Waker`, so [`stop`](Self::stop)
-/// wakes the server at once.
-#[derive(Clone, Debug)]
-pub struct Handle {
+/// `Send + Clone` (and `Sync`); built on a `mio::Waker`, so
+/// [`stop`](Self::stop) and [`send`](Self::send) wake the server at once.
+#[derive(Debug)]
+pub struct Handle<M = ()> {
     shared: Arc<Shared>,
+    messages: SyncSender<M>,
 }
 
-impl Handle {
+impl<M> Clone for Handle<M> {
+    fn clone(&self) -> Self {
+        Handle {
+            shared: Arc::clone(&self.shared),
+            messages: self.messages.clone(),
+        }
+    }
+}
+
+/// Why [`Handle::send`] could not hand a message over; the message comes
+/// back.
+#[derive(PartialEq, Eq)]
+pub enum MessageError<M> {
+    /// The queue holds [`Config::message_queue`] messages the loop has
+    /// not taken yet: try again later, or drop it.
+    Full(M),
+    /// The server has stopped running.
+    Stopped(M),
+}
+
+impl<M> fmt::Debug for MessageError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MessageError::Full(_) => "Full(..)",
+            MessageError::Stopped(_) => "Stopped(..)",
+        })
+    }
+}
+
+impl<M> fmt::Display for MessageError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MessageError::Full(_) => "the server's message queue is full",
+            MessageError::Stopped(_) => "the server has stopped",
+        })
+    }
+}
+
+impl<M> std::error::Error for MessageError<M> {}
+
+impl<M> Handle<M> {
+    /// Hands `message` to the loop, which passes it to
+    /// [`Handler::message`] on its own thread, in the order sent. Never
+    /// blocks: the queue is bounded ([`Config::message_queue`]).
+    ///
+    /// # Errors
+    ///
+    /// [`MessageError::Full`] when the queue is full (memory stays bounded
+    /// whatever a producer does), [`MessageError::Stopped`] once the
+    /// server's `run` has returned; the message is given back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use uds_reactor::{Config, Context, Ctl, Frame, Handler, Server};
+    ///
+    /// /// Counts the numbers other threads send.
+    /// struct Sum(u64);
+    ///
+    /// impl Handler<u64> for Sum {
+    ///     type State = ();
+    ///     fn open(&mut self, _: &mut Context<'_>) {}
+    ///     fn frame(&mut self, _: &mut (), _: Frame<'_>, _: &mut Context<'_>) {}
+    ///     fn message(&mut self, n: u64, _: &mut Ctl<'_>) {
+    ///         self.0 += n;
+    ///     }
+    /// }
+    ///
+    /// let path = std::env::temp_dir().join(format!("sum-doc-{}.sock", std::process::id()));
+    /// let server = Server::with_handler(Config::new(&path), Sum(0))?;
+    /// let handle = server.handle();
+    /// let thread = std::thread::spawn(move || server.run_handler());
+    /// for n in 1..=10 {
+    ///     handle.send(n).expect("room in the queue");
+    /// }
+    /// handle.stop();
+    /// let (stats, Sum(total)) = thread.join().unwrap();
+    /// stats?;
+    /// assert_eq!(total, 55, "every message sent before stop arrives");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn send(&self, message: M) -> Result<(), MessageError<M>> {
+        match self.messages.try_send(message) {
+            Ok(()) => {
+                if let Err(e) = self.shared.waker.wake() {
+                    warn!("cannot wake the server for a message: {e}");
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(m)) => Err(MessageError::Full(m)),
+            Err(TrySendError::Disconnected(m)) => Err(MessageError::Stopped(m)),
+        }
+    }
+
     /// Asks the server to shut down as on SIGTERM: stop accepting, remove
     /// the socket file, flush for up to the drain timeout, return.
     pub fn stop(&self) {
@@ -103,7 +200,7 @@ impl Handle {
 
 /// What every endpoint works with: the handler and the state the loop
 /// lends to whichever connection is being served.
-struct Core<H: Handler> {
+struct Core<H: Handler<M>, M> {
     handler: H,
     config: Config,
     limits: Limits,
@@ -112,7 +209,16 @@ struct Core<H: Handler> {
     /// The one shared read buffer: connections own none.
     scratch: Vec<u8>,
     stats: Stats,
+    /// What a [`Ctl`] works on.
+    world: World,
+    /// Messages from other threads.
+    messages: Receiver<M>,
+    /// The waker fired: messages may be waiting.
+    messages_ready: bool,
 }
+
+/// Messages taken from the queue per turn before the loop polls again.
+const MESSAGES_PER_TURN: usize = 256;
 
 /// What the server serves: dispatched once per event and once per turn.
 enum Endpoint<S> {
@@ -153,8 +259,8 @@ enum Endpoint<S> {
 /// assert!(!path.exists());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Server<H: Handler = Echo> {
-    core: Core<H>,
+pub struct Server<H: Handler<M> = Echo, M = ()> {
+    core: Core<H, M>,
     poll: Poll,
     endpoint: Endpoint<H::State>,
     /// The socket file we created; dropping it removes the file if it is
@@ -162,6 +268,8 @@ pub struct Server<H: Handler = Echo> {
     /// shutdown began.
     file: Option<SocketFile>,
     shared: Arc<Shared>,
+    /// Cloned into every [`Handle`].
+    messages: SyncSender<M>,
     signals: Option<Signals>,
     /// Shutdown began; connections must be flushed by this deadline.
     draining: Option<Instant>,
@@ -178,7 +286,7 @@ impl Server<Echo> {
     }
 }
 
-impl<H: Handler> Server<H> {
+impl<H: Handler<M>, M> Server<H, M> {
     /// Validates `config`, binds (or, with `config.systemd`, inherits) the
     /// socket and starts listening; connections wait in the backlog until
     /// [`run`](Self::run). Nothing process-wide changes (see
@@ -191,7 +299,7 @@ impl<H: Handler> Server<H> {
     /// [`Error::PathTooLong`] for unusable paths; [`Error::Io`] naming the
     /// failing step otherwise. Whatever fails, a socket file created on the
     /// way is removed again.
-    pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H>, Error> {
+    pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H, M>, Error> {
         config.validate()?;
         let (socket, file) = listen(&mut config)?;
         // A runtime error names the address as well as the step.
@@ -206,9 +314,13 @@ impl<H: Handler> Server<H> {
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("register", target("the socket"), e))?;
-        let core = Core::new(config, handler);
+        let (messages, received) = mpsc::sync_channel(config.message_queue);
+        let mut core = Core::new(config, handler, received);
         let endpoint = match core.config.socket_type {
-            SocketType::Dgram => Endpoint::Datagrams(Dgram::new(socket, &core.config)?),
+            SocketType::Dgram => {
+                let state = dgram::open_state(&mut core);
+                Endpoint::Datagrams(Dgram::new(socket, &core.config, state)?)
+            }
             _ => Endpoint::Connections(Connections::new(socket, &core.config)),
         };
         Ok(Server {
@@ -221,16 +333,29 @@ impl<H: Handler> Server<H> {
                 waker,
                 stats: SharedStats::default(),
             }),
+            messages,
             signals: None,
             draining: None,
         })
     }
 
-    /// A handle to stop the server and read its counters from elsewhere.
-    pub fn handle(&self) -> Handle {
+    /// A handle to stop the server, read its counters and send its
+    /// handler messages from elsewhere.
+    pub fn handle(&self) -> Handle<M> {
         Handle {
             shared: Arc::clone(&self.shared),
+            messages: self.messages.clone(),
         }
+    }
+
+    /// The handler, before the server runs.
+    pub fn handler(&self) -> &H {
+        &self.core.handler
+    }
+
+    /// The handler, before the server runs (to set it up further).
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.core.handler
     }
 
     /// The address served (for an inherited socket, the one it is bound
@@ -253,11 +378,17 @@ impl<H: Handler> Server<H> {
     /// [`Error::Io`] if polling itself fails, which does not happen short
     /// of a kernel or resource failure. Connections are closed and the
     /// socket file removed on that path too.
-    pub fn run(mut self) -> Result<Stats, Error> {
+    pub fn run(self) -> Result<Stats, Error> {
+        self.run_handler().0
+    }
+
+    /// As [`run`](Self::run), and gives the handler back, with whatever it
+    /// accumulated (also when running failed).
+    pub fn run_handler(mut self) -> (Result<Stats, Error>, H) {
         self.announce();
         let served = self.serve();
-        let stats = self.finish();
-        served.map(|()| stats)
+        let (stats, handler) = self.finish();
+        (served.map(|()| stats), handler)
     }
 
     /// The loop (see the [module docs](self)).
@@ -270,7 +401,9 @@ impl<H: Handler> Server<H> {
                     return Ok(());
                 }
             }
-            let timeout = [self.endpoint.wakeup(now), self.draining]
+            let messages = self.core.messages_ready.then_some(now);
+            let timers = self.core.world.timers.next();
+            let timeout = [self.endpoint.wakeup(now), self.draining, messages, timers]
                 .into_iter()
                 .flatten()
                 .min()
@@ -284,7 +417,7 @@ impl<H: Handler> Server<H> {
             let now = Instant::now();
             for event in events.iter() {
                 match event.token() {
-                    WAKER => {}
+                    WAKER => self.core.messages_ready = true,
                     SIGNALS => self.take_signals(now),
                     _ => self
                         .endpoint
@@ -296,34 +429,66 @@ impl<H: Handler> Server<H> {
             }
             self.endpoint
                 .turn(&mut self.core, self.poll.registry(), now);
+            if self.core.messages_ready {
+                self.deliver_messages(now);
+            }
             self.shared.stats.publish(&self.core.stats);
         }
     }
 }
 
-impl<H: Handler> Core<H> {
-    fn new(config: Config, handler: H) -> Core<H> {
+impl<H: Handler<M>, M> Server<H, M> {
+    /// Hands waiting messages to the handler (bounded per turn; the rest
+    /// wait for the next, which does not sleep).
+    fn deliver_messages(&mut self, now: Instant) {
+        for _ in 0..MESSAGES_PER_TURN {
+            let message = match self.core.messages.try_recv() {
+                Ok(m) => m,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    self.core.messages_ready = false;
+                    return;
+                }
+            };
+            let Core { handler, world, .. } = &mut self.core;
+            let mut ctl = match &mut self.endpoint {
+                Endpoint::Datagrams(d) => world.ctl(now, Some(d.queue_mut())),
+                Endpoint::Connections(_) => world.ctl(now, None),
+            };
+            handler.message(message, &mut ctl);
+            self.endpoint
+                .after_callbacks(&mut self.core, self.poll.registry(), now);
+        }
+    }
+}
+
+impl<H: Handler<M>, M> Core<H, M> {
+    fn new(config: Config, handler: H, messages: Receiver<M>) -> Core<H, M> {
         let scratch_len = match config.socket_type {
             SocketType::Stream => READ_SIZE,
             // A whole message must fit, to tell an oversized one.
             _ => config.max_frame.max(READ_SIZE),
         };
+        let limits = Limits::from_config(&config);
+        let world = World::new(Framer::new(&limits));
         Core {
             handler,
-            limits: Limits::from_config(&config),
+            limits,
             config,
             spares: Spares::default(),
             scratch: vec![0; scratch_len],
             stats: Stats::default(),
+            world,
+            messages,
+            messages_ready: false,
         }
     }
 }
 
 impl<S> Endpoint<S> {
     /// One readiness event for the endpoint's socket or a connection.
-    fn on_event<H>(&mut self, event: &Event, core: &mut Core<H>, poll: &Poll, now: Instant)
+    fn on_event<H, M>(&mut self, event: &Event, core: &mut Core<H, M>, poll: &Poll, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         match self {
             Endpoint::Connections(c) => c.on_event(event, core, poll.registry(), now),
@@ -331,14 +496,26 @@ impl<S> Endpoint<S> {
         }
     }
 
-    /// The work after the events.
-    fn turn<H>(&mut self, core: &mut Core<H>, registry: &Registry, now: Instant)
+    /// The work after the events: I/O left over, due timers, reaping.
+    fn turn<H, M>(&mut self, core: &mut Core<H, M>, registry: &Registry, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         match self {
             Endpoint::Connections(c) => c.turn(core, registry, now),
             Endpoint::Datagrams(d) => d.turn(core, now),
+        }
+    }
+
+    /// What a callback outside the I/O path (a message, a timer) queued:
+    /// apply it and write it.
+    fn after_callbacks<H, M>(&mut self, core: &mut Core<H, M>, registry: &Registry, now: Instant)
+    where
+        H: Handler<M, State = S>,
+    {
+        match self {
+            Endpoint::Connections(c) => c.apply_pushes(core, registry, now),
+            Endpoint::Datagrams(d) => d.flush_queue(core),
         }
     }
 

@@ -14,7 +14,8 @@ use mio::{Interest, Registry, Token};
 use super::conns::{Connections, Entry};
 use super::{Core, FIRST_CONN};
 use crate::conn::Wants;
-use crate::handler::{ConnId, Handler};
+use crate::ctl::Owner;
+use crate::handler::Handler;
 use crate::sys;
 
 /// Reads per connection per turn before others get theirs.
@@ -22,14 +23,14 @@ const READS_PER_TURN: usize = 4;
 
 impl<S> Connections<S> {
     /// Reads what this connection's budget allows, writing replies eagerly.
-    pub(super) fn work<H>(
+    pub(super) fn work<H, M>(
         &mut self,
         key: usize,
-        core: &mut Core<H>,
+        core: &mut Core<H, M>,
         registry: &Registry,
         now: Instant,
     ) where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         let Some(entry) = self.slab.get_mut(key) else {
             return;
@@ -38,18 +39,22 @@ impl<S> Connections<S> {
             if !entry.readable || !entry.conn.wants_read(&core.limits) {
                 break;
             }
-            if read_once(ConnId(key), entry, core, now).is_break() {
+            let stop = read_once(entry, core, now).is_break();
+            flush_entry(entry, core, now);
+            if stop {
                 break;
             }
-            flush_entry(entry, core, now);
         }
         self.settle(key, core, registry);
+        if !core.world.pushes.is_empty() {
+            self.apply_pushes(core, registry, now);
+        }
     }
 
     /// Writes the connection's pending output, if it is still open.
-    pub(super) fn flush<H>(&mut self, key: usize, core: &mut Core<H>, now: Instant)
+    pub(super) fn flush<H, M>(&mut self, key: usize, core: &mut Core<H, M>, now: Instant)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         if let Some(entry) = self.slab.get_mut(key) {
             flush_entry(entry, core, now);
@@ -59,9 +64,9 @@ impl<S> Connections<S> {
     /// After any change to a connection: bring its registration, ready-list
     /// place and deadline in line with its state, or, once it is done
     /// (a failed registration included), put it on the reap list.
-    pub(super) fn settle<H>(&mut self, key: usize, core: &mut Core<H>, registry: &Registry)
+    pub(super) fn settle<H, M>(&mut self, key: usize, core: &mut Core<H, M>, registry: &Registry)
     where
-        H: Handler<State = S>,
+        H: Handler<M, State = S>,
     {
         let Some(entry) = self.slab.get_mut(key) else {
             return;
@@ -72,7 +77,7 @@ impl<S> Connections<S> {
             reregister(entry, key, registry, core);
         }
         if entry.conn.is_done() {
-            self.timers.cancel(&mut entry.timer);
+            core.world.timers.cancel(&mut entry.timer);
             if !entry.reaping {
                 entry.reaping = true;
                 self.reap.push(key);
@@ -83,10 +88,21 @@ impl<S> Connections<S> {
         if entry.readable && entry.conn.wants_read(&core.limits) {
             Connections::mark_ready(&mut self.ready, entry, key);
         }
+        let timers = &mut core.world.timers;
         match entry.conn.poll_timeout(&core.limits) {
-            Some(deadline) => self.timers.schedule(&mut entry.timer, key, deadline),
-            None if entry.timer.is_some() => self.timers.cancel(&mut entry.timer),
+            Some(deadline) => timers.schedule(&mut entry.timer, Owner::Deadline(key), deadline),
+            None if entry.timer.is_some() => timers.cancel(&mut entry.timer),
             None => {}
+        }
+        // The push table follows the output; a push refused as full is
+        // answered with `drained` once it went down to half the limit.
+        let low_water = core.config.max_buffer / 2;
+        if core
+            .world
+            .peers
+            .settle(key, entry.conn.pending(), low_water)
+        {
+            self.drained.push(key);
         }
     }
 }
@@ -94,12 +110,12 @@ impl<S> Connections<S> {
 /// One read and what follows from it; `Break` when reading must stop for
 /// this turn (drained, oversized, failed).
 #[inline]
-fn read_once<H: Handler>(
-    id: ConnId,
+fn read_once<H: Handler<M>, M>(
     entry: &mut Entry<H::State>,
-    core: &mut Core<H>,
+    core: &mut Core<H, M>,
     now: Instant,
 ) -> ControlFlow<()> {
+    let id = entry.id;
     let Core {
         handler,
         config,
@@ -107,7 +123,10 @@ fn read_once<H: Handler>(
         spares,
         scratch,
         stats,
+        world,
+        ..
     } = core;
+    let ctl = &mut world.ctl(now, None);
     let read = if limits.messages {
         let max = config.max_frame.min(scratch.len());
         sys::recv_msg(&entry.sock, &mut scratch[..max])
@@ -117,7 +136,7 @@ fn read_once<H: Handler>(
     let tally = match read {
         Ok((0, 0)) => {
             entry.readable = false;
-            entry.conn.handle_eof(id, limits, handler, spares)
+            entry.conn.handle_eof(id, limits, handler, spares, ctl)
         }
         Ok((n, full)) => {
             stats.bytes_in += full as u64;
@@ -130,7 +149,7 @@ fn read_once<H: Handler>(
             }
             entry
                 .conn
-                .handle_read(id, &scratch[..n], now, limits, handler, spares)
+                .handle_read(id, &scratch[..n], now, limits, handler, spares, ctl)
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             entry.readable = false;
@@ -149,7 +168,7 @@ fn read_once<H: Handler>(
 }
 
 /// Writes pending output until it is gone or the socket would block.
-fn flush_entry<H: Handler>(entry: &mut Entry<H::State>, core: &mut Core<H>, now: Instant) {
+fn flush_entry<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H, M>, now: Instant) {
     let limits = &core.limits;
     // `pending`, not an empty `transmit`: a message socket may owe an
     // empty message, which is sent like any other.
@@ -183,11 +202,11 @@ fn flush_entry<H: Handler>(entry: &mut Entry<H::State>, core: &mut Core<H>, now:
 /// Registers the interest the connection's state asks for (it changed).
 /// A failure ends the connection (its caller reaps it).
 #[inline(never)]
-fn reregister<H: Handler>(
+fn reregister<H: Handler<M>, M>(
     entry: &mut Entry<H::State>,
     key: usize,
     registry: &Registry,
-    core: &mut Core<H>,
+    core: &mut Core<H, M>,
 ) {
     let wants = entry.conn.interest();
     let Some(interest) = to_interest(wants) else {
@@ -198,7 +217,7 @@ fn reregister<H: Handler>(
     match registry.reregister(&mut SourceFd(&fd), token, interest) {
         Ok(()) => entry.registered = wants,
         Err(e) => {
-            warn!("reregister {}: {e}; closing it", ConnId(key));
+            warn!("reregister {}: {e}; closing it", entry.id);
             entry.conn.handle_io_error(&mut core.spares);
         }
     }

@@ -10,8 +10,9 @@
 //! (`model.rs`), from the frames that model decodes itself.
 
 use crate::codec::Frame;
+use crate::ctl::Ctl;
 use crate::fuzzing::Input;
-use crate::handler::{ConnId, Context, Handler, PeerCred};
+use crate::handler::{Closed, ConnId, Context, Handler, PeerCred};
 
 /// The greeting's text; a script sends a prefix of it. It holds a `\n`, a
 /// NUL and what looks like a length header, so that a framing bug shows.
@@ -120,7 +121,8 @@ impl Handler for Scripted {
     type State = Seen;
     const PEER_CREDENTIALS: bool = false;
 
-    fn open(&mut self, seen: &mut Seen, cx: &mut Context<'_>) {
+    fn open(&mut self, cx: &mut Context<'_>) -> Seen {
+        let mut seen = Seen::default();
         if let Some(n) = self.script.greeting {
             cx.send(&GREETING[..n]).expect("a greeting fits");
             seen.greeted = true;
@@ -129,6 +131,7 @@ impl Handler for Scripted {
             seen.closed = true;
             cx.close();
         }
+        seen
     }
 
     fn frame(&mut self, seen: &mut Seen, frame: Frame<'_>, cx: &mut Context<'_>) {
@@ -162,8 +165,8 @@ impl Handler for Scripted {
         }
     }
 
-    fn close(&mut self, seen: Seen, id: ConnId, peer: Option<PeerCred>) {
-        self.closes.push((seen, id, peer));
+    fn close(&mut self, seen: Seen, closed: Closed, _: &mut Ctl<'_>) {
+        self.closes.push((seen, closed.id, closed.peer));
     }
 }
 

@@ -1,5 +1,7 @@
 //! Deadlines: an indexed min-heap, so a timer can be moved earlier or
-//! cancelled in O(log n), and a closed connection's timer goes with it.
+//! cancelled in O(log n), and a closed connection's timers go with it.
+//! One structure for the server's own deadlines (idle, drain) and the
+//! handler's ([`TimerId`]).
 //!
 //! Activity only ever moves a connection's idle deadline later, so a busy
 //! connection costs nothing per event: its timer stays where it is, and
@@ -21,12 +23,24 @@ use slab::Slab;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerKey(usize);
 
+/// A timer the handler set, to cancel it by. Slots are reused, so it
+/// carries the serial of the timer it named: cancelling a timer that has
+/// fired, or was cancelled, does nothing, whatever took its slot since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    key: usize,
+    serial: u64,
+}
+
 #[derive(Debug)]
 struct Entry<T> {
     deadline: Instant,
     owner: T,
     /// Position in `heap`. Invariant: `heap[at] == this entry's key`.
     at: usize,
+    /// Unique for the server's life: tells this timer from later ones in
+    /// the same slot.
+    serial: u64,
 }
 
 /// Pending deadlines, each with an owner (`T`: whom to call back).
@@ -34,6 +48,7 @@ struct Entry<T> {
 pub(crate) struct Timers<T> {
     entries: Slab<Entry<T>>,
     heap: Vec<usize>,
+    next_serial: u64,
 }
 
 impl<T> Default for Timers<T> {
@@ -41,6 +56,7 @@ impl<T> Default for Timers<T> {
         Timers {
             entries: Slab::new(),
             heap: Vec::new(),
+            next_serial: 0,
         }
     }
 }
@@ -59,16 +75,34 @@ impl<T: Copy> Timers<T> {
                     self.sift_up(at);
                 }
             }
-            None => {
-                let key = self.entries.insert(Entry {
-                    deadline,
-                    owner,
-                    at: self.heap.len(),
-                });
-                self.heap.push(key);
-                self.sift_up(self.heap.len() - 1);
-                *slot = Some(TimerKey(key));
+            None => *slot = Some(TimerKey(self.insert(owner, deadline).key)),
+        }
+    }
+
+    /// Sets a timer for `owner` at `deadline`.
+    pub(crate) fn insert(&mut self, owner: T, deadline: Instant) -> TimerId {
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let key = self.entries.insert(Entry {
+            deadline,
+            owner,
+            at: self.heap.len(),
+            serial,
+        });
+        self.heap.push(key);
+        self.sift_up(self.heap.len() - 1);
+        TimerId { key, serial }
+    }
+
+    /// Cancels the timer `id` names, if it is still set; gives its owner.
+    pub(crate) fn cancel_id(&mut self, id: TimerId) -> Option<T> {
+        match self.entries.get(id.key) {
+            Some(entry) if entry.serial == id.serial => {
+                let entry = self.entries.remove(id.key);
+                self.remove_at(entry.at);
+                Some(entry.owner)
             }
+            _ => None,
         }
     }
 
@@ -87,15 +121,21 @@ impl<T: Copy> Timers<T> {
     }
 
     /// Removes and returns the owner of one timer due at `now`, with the
-    /// key it had (its owner's slot must be cleared).
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerKey, T)> {
+    /// id it had (an owner's slot naming it must be cleared).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(TimerId, T)> {
         let &key = self.heap.first()?;
         if self.entries[key].deadline > now {
             return None;
         }
         let entry = self.entries.remove(key);
         self.remove_at(0);
-        Some((TimerKey(key), entry.owner))
+        Some((
+            TimerId {
+                key,
+                serial: entry.serial,
+            },
+            entry.owner,
+        ))
     }
 
     /// Timers set.
@@ -189,8 +229,8 @@ mod tests {
                     let now = base + Duration::from_millis(step % 1000);
                     let due = model.iter().flatten().filter(|&&d| d <= now).min().copied();
                     match timers.pop_due(now) {
-                        Some((key, o)) => {
-                            assert_eq!(slots[o], Some(key));
+                        Some((id, o)) => {
+                            assert_eq!(slots[o], Some(TimerKey(id.key)));
                             assert_eq!(model[o], due, "the earliest due timer fires");
                             slots[o] = None;
                             model[o] = None;
@@ -202,6 +242,20 @@ mod tests {
             assert_eq!(timers.next(), model.iter().flatten().min().copied());
             assert_eq!(timers.len(), model.iter().flatten().count());
         }
+    }
+
+    #[test]
+    fn a_stale_id_cancels_nothing() {
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        let first = timers.insert(1, now);
+        assert_eq!(timers.pop_due(now), Some((first, 1)));
+        // The slot is reused by a new timer: the old id must not touch it.
+        let second = timers.insert(2, now + Duration::from_secs(1));
+        assert_eq!(timers.cancel_id(first), None);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(timers.cancel_id(second), Some(2));
+        assert_eq!(timers.len(), 0);
     }
 
     #[test]

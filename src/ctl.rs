@@ -1,0 +1,425 @@
+//! What a handler can do beyond answering the frame in front of it: push
+//! to, or disconnect, any open connection, send a datagram anywhere, set
+//! and cancel timers. All of it on the loop's one thread, through a
+//! [`Ctl`] lent to each callback.
+//!
+//! Pushes to other connections are queued here and applied by the server
+//! as soon as the callback returns (in order: a connection receives what
+//! was pushed to it in the order it was pushed), then written eagerly. So
+//! that a handler learns at once whether a push fits, the server keeps a
+//! small table beside its connections ([`Peers`]): for each open one, its
+//! id and the bytes it has not written yet.
+
+use std::time::Instant;
+
+use socket2::SockAddr;
+
+use crate::config::Framing;
+use crate::conn::Limits;
+use crate::handler::ConnId;
+use crate::outbox::{Datagrams, SendError};
+use crate::timers::{TimerId, Timers};
+
+/// Who a timer calls back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The server's own deadline for connection `key` (idle, drain).
+    Deadline(usize),
+    /// A handler timer of connection `id`, with the handler's token.
+    Conn { id: ConnId, token: u64 },
+    /// A handler timer of the whole server, with the handler's token.
+    Server { token: u64 },
+}
+
+/// What the server knows of one slab slot, for pushes.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// The connection's serial; 0 while the slot is free.
+    serial: u64,
+    /// Bytes of output not yet written (as of the last flush, plus what
+    /// was pushed since).
+    pending: usize,
+    /// A push was refused for being over the limit: tell the handler when
+    /// the output has drained.
+    full: bool,
+    /// The handler's timers of this connection, cancelled when it closes.
+    /// Kept with the slot: a reused slot reuses its allocation.
+    timers: Vec<TimerId>,
+}
+
+/// The push-side view of every connection slot, indexed by slab key.
+#[derive(Debug, Default)]
+pub(crate) struct Peers {
+    slots: Vec<Slot>,
+    /// Serial of the last connection opened (serials start at 1).
+    last_serial: u64,
+}
+
+impl Peers {
+    /// A connection opens in slot `key`: its id.
+    pub(crate) fn open(&mut self, key: usize) -> ConnId {
+        if self.slots.len() <= key {
+            self.slots.resize_with(key + 1, Slot::default);
+        }
+        self.last_serial += 1;
+        let slot = &mut self.slots[key];
+        slot.serial = self.last_serial;
+        slot.pending = 0;
+        slot.full = false;
+        ConnId {
+            key,
+            serial: self.last_serial,
+        }
+    }
+
+    /// The connection `id` closed: its slot is free, and the timers its
+    /// handler set are cancelled (they never fire, and cost nothing).
+    pub(crate) fn close(&mut self, id: ConnId, timers: &mut Timers<Owner>) {
+        if let Some(slot) = self.get_mut(id) {
+            slot.serial = 0;
+            for t in slot.timers.drain(..) {
+                timers.cancel_id(t);
+            }
+        }
+    }
+
+    /// The slot of `id`, if that connection is still open.
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
+        self.slots
+            .get_mut(id.key)
+            .filter(|s| s.serial == id.serial && s.serial != 0)
+    }
+
+    /// The output of the connection in slot `key` (open: the caller holds
+    /// it) after a flush: `pending` bytes. Returns true when the handler
+    /// is to be told it drained (a push was refused and it is now at or
+    /// under `low_water`). Every settle of every connection comes here, so
+    /// it is a store and a test.
+    #[inline(always)]
+    pub(crate) fn settle(&mut self, key: usize, pending: usize, low_water: usize) -> bool {
+        match self.slots.get_mut(key) {
+            Some(slot) => {
+                slot.pending = pending;
+                slot.full && Self::drained(slot, low_water)
+            }
+            None => false,
+        }
+    }
+
+    #[cold]
+    fn drained(slot: &mut Slot, low_water: usize) -> bool {
+        let drained = slot.pending <= low_water;
+        if drained {
+            slot.full = false;
+        }
+        drained
+    }
+
+    /// A handler timer of `id` fired: it is no longer the connection's.
+    pub(crate) fn timer_fired(&mut self, id: ConnId, timer: TimerId) -> bool {
+        let Some(slot) = self.get_mut(id) else {
+            return false;
+        };
+        if let Some(i) = slot.timers.iter().position(|t| *t == timer) {
+            slot.timers.swap_remove(i);
+        }
+        true
+    }
+}
+
+/// What a push asks, applied after the callback.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Push {
+    /// Write the next `len` bytes of the push buffer to `to`: as one frame
+    /// of its framing, or verbatim.
+    Send {
+        to: ConnId,
+        len: usize,
+        framed: bool,
+    },
+    /// Close `to` once what it owes is written.
+    Close { to: ConnId },
+}
+
+/// Pushes waiting for the callback to return; reused, so steady pushing
+/// allocates nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Pushes {
+    ops: Vec<Push>,
+    bytes: Vec<u8>,
+}
+
+impl Pushes {
+    /// Whether nothing waits.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Takes the pushes out, in order, with their bytes; `done` gives the
+    /// (emptied) buffers back, keeping their allocations.
+    pub(crate) fn take(&mut self) -> (Vec<Push>, Vec<u8>) {
+        (
+            std::mem::take(&mut self.ops),
+            std::mem::take(&mut self.bytes),
+        )
+    }
+
+    /// Gives back what [`take`](Self::take) took, emptied.
+    pub(crate) fn done(&mut self, mut ops: Vec<Push>, mut bytes: Vec<u8>) {
+        if self.ops.is_empty() {
+            ops.clear();
+            bytes.clear();
+            self.ops = ops;
+            self.bytes = bytes;
+        }
+    }
+}
+
+/// The state behind a handler's [`Ctl`]: the push table, the pushes
+/// waiting, and every timer (the server's own and the handler's: one
+/// heap).
+#[derive(Debug)]
+pub(crate) struct World {
+    pub(crate) peers: Peers,
+    pub(crate) pushes: Pushes,
+    pub(crate) timers: Timers<Owner>,
+    pub(crate) framer: Framer,
+}
+
+impl World {
+    /// Nothing open, nothing pushed, no timer; pushes framed by `framer`.
+    pub(crate) fn new(framer: Framer) -> World {
+        World {
+            peers: Peers::default(),
+            pushes: Pushes::default(),
+            timers: Timers::default(),
+            framer,
+        }
+    }
+
+    /// The handler's view of the server, for one batch of callbacks.
+    #[inline]
+    pub(crate) fn ctl<'a>(
+        &'a mut self,
+        now: Instant,
+        datagrams: Option<&'a mut Datagrams>,
+    ) -> Ctl<'a> {
+        Ctl {
+            now,
+            world: self,
+            datagrams,
+        }
+    }
+}
+
+/// How the server frames a pushed payload, for the limit check.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Framer {
+    /// Bytes a framed payload gains (`\n`, a length header, a record).
+    pub(crate) framed_overhead: usize,
+    /// Bytes a verbatim payload gains (a record on message sockets).
+    pub(crate) wire_overhead: usize,
+    /// Pending output a push may not take a connection past.
+    pub(crate) max_buffer: usize,
+}
+
+impl Framer {
+    /// The framing `limits` describe.
+    pub(crate) fn new(limits: &Limits) -> Framer {
+        Framer {
+            framed_overhead: match (limits.messages, limits.framing) {
+                (true, _) => 4,
+                (false, Framing::Line) => 1,
+                (false, Framing::Length) => 4,
+                (false, Framing::Raw) => 0,
+            },
+            wire_overhead: if limits.messages { 4 } else { 0 },
+            max_buffer: limits.max_buffer,
+        }
+    }
+}
+
+/// The server, as a handler's callback sees it: push to any connection,
+/// set timers, read the time. Lent to every callback; a [`Context`]
+/// derefs to it.
+///
+/// [`Context`]: crate::Context
+pub struct Ctl<'a> {
+    now: Instant,
+    /// Three words to copy per callback, whatever the world holds.
+    world: &'a mut World,
+    /// The datagram queue, on a datagram socket.
+    datagrams: Option<&'a mut Datagrams>,
+}
+
+impl<'a> Ctl<'a> {
+    /// A shorter-lived copy of the same borrows, for one nested callback.
+    #[inline]
+    pub(crate) fn reborrow(&mut self) -> Ctl<'_> {
+        Ctl {
+            now: self.now,
+            world: self.world,
+            datagrams: self.datagrams.as_deref_mut(),
+        }
+    }
+
+    /// The push limit (`--max-buffer`).
+    pub(crate) fn max_buffer(&self) -> usize {
+        self.world.framer.max_buffer
+    }
+}
+
+impl Ctl<'_> {
+    /// The time the loop woke up for this batch of callbacks (the clock
+    /// is read once per turn, not per callback).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Whether `id` names a connection that is open now (not one that
+    /// closed, nor a newer one in its slot).
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.world
+            .peers
+            .slots
+            .get(id.key)
+            .is_some_and(|s| s.serial == id.serial && s.serial != 0)
+    }
+
+    /// Bytes `id` has yet to write, or `None` if it is not open.
+    pub fn pending_of(&self, id: ConnId) -> Option<usize> {
+        self.is_open(id)
+            .then(|| self.world.peers.slots[id.key].pending)
+    }
+
+    /// Queues `payload` to connection `id` as one frame of its framing
+    /// (as [`Context::send`](crate::Context::send) does for the current
+    /// one); it is written as soon as this callback returns.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if `id` is not open (it closed, and perhaps
+    /// a newer connection has its slot: ids are never reused);
+    /// [`SendError::Full`] if it would take the connection's unsent
+    /// output past `--max-buffer` (nothing is queued; the handler's
+    /// [`drained`](crate::Handler::drained) is called once it has written
+    /// down to half of that); [`SendError::TooLarge`] over 4 GiB.
+    pub fn send_to(&mut self, id: ConnId, payload: &[u8]) -> Result<(), SendError> {
+        self.push(id, payload, true)
+    }
+
+    /// As [`send_to`](Self::send_to), verbatim: no framing is added on a
+    /// stream; one message on a seqpacket socket.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to`](Self::send_to).
+    pub fn send_wire_to(&mut self, id: ConnId, bytes: &[u8]) -> Result<(), SendError> {
+        self.push(id, bytes, false)
+    }
+
+    /// Closes connection `id` once what it owes (pushes included) is
+    /// written; its handler's `close` follows.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Closed`] if `id` is not open.
+    pub fn disconnect(&mut self, id: ConnId) -> Result<(), SendError> {
+        if !self.is_open(id) {
+            return Err(SendError::Closed);
+        }
+        self.world.pushes.ops.push(Push::Close { to: id });
+        Ok(())
+    }
+
+    /// Queues one datagram to `to` (a datagram socket only); it is sent as
+    /// soon as this callback returns, in order with the replies.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Unsupported`] on a connection socket;
+    /// [`SendError::Full`] when the reply queue holds `--max-buffer`
+    /// already; [`SendError::TooLarge`] over 4 GiB.
+    pub fn send_datagram(&mut self, to: &SockAddr, bytes: &[u8]) -> Result<(), SendError> {
+        let max_buffer = self.world.framer.max_buffer;
+        let queue = self
+            .datagrams
+            .as_deref_mut()
+            .ok_or(SendError::Unsupported)?;
+        if queue.cost() >= max_buffer {
+            return Err(SendError::Full {
+                pending: queue.cost(),
+                limit: max_buffer,
+            });
+        }
+        queue.push_to(to, bytes)
+    }
+
+    /// Calls [`Handler::server_timer`](crate::Handler::server_timer) with
+    /// `token` at `deadline` (or at the first turn after it, if it has
+    /// passed). Timers cost O(log n) to set, cancel and fire.
+    pub fn set_server_timer(&mut self, deadline: Instant, token: u64) -> TimerId {
+        self.world.timers.insert(Owner::Server { token }, deadline)
+    }
+
+    /// Cancels a timer set by [`set_server_timer`](Self::set_server_timer)
+    /// or [`Context::set_timer`](crate::Context::set_timer). Returns
+    /// whether it was still set (a timer that fired, was cancelled or
+    /// belonged to a connection that closed is not).
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        match self.world.timers.cancel_id(id) {
+            Some(Owner::Conn { id: conn, .. }) => {
+                self.world.peers.timer_fired(conn, id);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    /// Sets a timer of connection `id` (the current one, for a Context).
+    pub(crate) fn set_conn_timer(&mut self, id: ConnId, deadline: Instant, token: u64) -> TimerId {
+        let timer = self
+            .world
+            .timers
+            .insert(Owner::Conn { id, token }, deadline);
+        if let Some(slot) = self.world.peers.get_mut(id) {
+            slot.timers.push(timer);
+        }
+        timer
+    }
+
+    fn push(&mut self, id: ConnId, payload: &[u8], framed: bool) -> Result<(), SendError> {
+        let framer = self.world.framer;
+        let Some(slot) = self.world.peers.get_mut(id) else {
+            return Err(SendError::Closed);
+        };
+        if payload.len() > u32::MAX as usize {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max: u32::MAX as usize,
+            });
+        }
+        let overhead = if framed {
+            framer.framed_overhead
+        } else {
+            framer.wire_overhead
+        };
+        let after = slot.pending + payload.len() + overhead;
+        if after > framer.max_buffer {
+            slot.full = true;
+            return Err(SendError::Full {
+                pending: slot.pending,
+                limit: framer.max_buffer,
+            });
+        }
+        slot.pending = after;
+        self.world.pushes.bytes.extend_from_slice(payload);
+        self.world.pushes.ops.push(Push::Send {
+            to: id,
+            len: payload.len(),
+            framed,
+        });
+        Ok(())
+    }
+}
