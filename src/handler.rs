@@ -400,6 +400,28 @@ impl Context<'_> {
         self.ctl.set_conn_timer(id, deadline, token)
     }
 
+    /// As [`Ctl::send_datagram`] (on a datagram socket, in order with the
+    /// replies to the datagram being handled).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::send_datagram`].
+    pub fn send_datagram(&mut self, to: &SockAddr, bytes: &[u8]) -> Result<(), SendError> {
+        let limit = self.ctl.max_buffer();
+        match &mut self.outbox {
+            Outbox::Datagrams { queue, .. } => {
+                if queue.cost() >= limit {
+                    return Err(SendError::Full {
+                        pending: queue.cost(),
+                        limit,
+                    });
+                }
+                queue.push_to(to, bytes)
+            }
+            _ => self.ctl.send_datagram(to, bytes),
+        }
+    }
+
     /// [`SendError::Full`] if `len` more bytes would take this
     /// connection's output past the push limit.
     fn check_room(&self, len: usize) -> Result<(), SendError> {
