@@ -243,7 +243,75 @@ impl Framer {
 /// set timers, read the time. Lent to every callback; a [`Context`]
 /// derefs to it.
 ///
+/// Getters: [`now`](Ctl::now), [`is_open`](Ctl::is_open),
+/// [`pending_of`](Ctl::pending_of). Outputs, queued and applied in order
+/// once the callback returns: [`send_to`](Ctl::send_to),
+/// [`send_wire_to`](Ctl::send_wire_to), [`disconnect`](Ctl::disconnect),
+/// [`send_datagram`](Ctl::send_datagram). Timers:
+/// [`set_server_timer`](Ctl::set_server_timer),
+/// [`cancel_timer`](Ctl::cancel_timer) (and, per connection,
+/// [`Context::set_timer`]). Nothing here allocates per call once the
+/// server's queues have grown to their working size.
+///
+/// # Examples
+///
+/// A broadcaster that never buffers without bound for a slow reader: a
+/// member whose output is full is dropped, and a heartbeat goes to
+/// everyone every second.
+///
+/// ```
+/// use std::time::Duration;
+/// use uds_reactor::{Closed, ConnId, Context, Ctl, Frame, Handler, SendError};
+///
+/// #[derive(Default)]
+/// struct Broadcast {
+///     members: Vec<ConnId>,
+///     beat: u64,
+/// }
+///
+/// impl Handler for Broadcast {
+///     type State = ();
+///
+///     fn open(&mut self, cx: &mut Context<'_>) {
+///         if self.members.is_empty() {
+///             let at = cx.now() + Duration::from_secs(1);
+///             cx.set_server_timer(at, 0);
+///         }
+///         self.members.push(cx.id());
+///     }
+///
+///     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
+///         let members = self.members.clone();
+///         shout(cx, &members, frame.payload());
+///     }
+///
+///     fn close(&mut self, _: (), closed: Closed, _: &mut Ctl<'_>) {
+///         self.members.retain(|&m| m != closed.id);
+///     }
+///
+///     fn server_timer(&mut self, _: u64, ctl: &mut Ctl<'_>) {
+///         self.beat += 1;
+///         let line = format!("beat {}", self.beat);
+///         shout(ctl, &self.members, line.as_bytes());
+///         if !self.members.is_empty() {
+///             let at = ctl.now() + Duration::from_secs(1);
+///             ctl.set_server_timer(at, 0);
+///         }
+///     }
+/// }
+///
+/// /// Sends to every member; drops the ones that cannot keep up.
+/// fn shout(ctl: &mut Ctl<'_>, members: &[ConnId], line: &[u8]) {
+///     for &m in members {
+///         if let Err(SendError::Full { .. }) = ctl.send_to(m, line) {
+///             let _ = ctl.disconnect(m);
+///         }
+///     }
+/// }
+/// ```
+///
 /// [`Context`]: crate::Context
+/// [`Context::set_timer`]: crate::Context::set_timer
 pub struct Ctl<'a> {
     now: Instant,
     /// Three words to copy per callback, whatever the world holds.

@@ -54,6 +54,35 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+//! # The handler as a platform
+//!
+//! A [`Handler`] does more than answer the frame in front of it, all on
+//! the loop's one thread, with nothing allocated per event once warm:
+//!
+//! * **inputs**, in the order the loop calls them: for each connection
+//!   [`open`](Handler::open) (it makes the state), then
+//!   [`frame`](Handler::frame) per frame, [`timer`](Handler::timer) per
+//!   timer of its own that fires, [`drained`](Handler::drained) after a
+//!   refused push, and [`close`](Handler::close) exactly once, told why
+//!   ([`CloseReason`]); beside them [`message`](Handler::message) for what
+//!   other threads send through a [`Handle`] (a bounded queue and the
+//!   mio waker: [`Handle::send`]) and [`server_timer`](Handler::server_timer);
+//! * **outputs**, through the [`Context`] (this connection: reply, close,
+//!   set a timer) or the [`Ctl`] it derefs to (the server: push to or
+//!   disconnect any connection by [`ConnId`], send a datagram anywhere,
+//!   server timers). They are queued and written as soon as the callback
+//!   returns;
+//! * **flow control**: a push that would take a connection past
+//!   `--max-buffer` is refused ([`SendError::Full`]), and `drained`
+//!   follows once it is down to half;
+//! * **ids**: a [`ConnId`] names one connection for ever (a slot and a
+//!   serial): a push to one that closed fails with [`SendError::Closed`]
+//!   and never reaches a newer connection in the same slot; a closed
+//!   connection's timers never fire and cost nothing;
+//! * the handler comes back with [`Server::run_handler`].
+//!
+//! `examples/pubsub.rs` is a Redis-style pub/sub server built on it.
+
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
