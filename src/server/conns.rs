@@ -49,6 +49,8 @@ pub(super) struct Entry<S> {
     pub(super) reaping: bool,
     /// The connection's deadline (idle or drain), if one is set.
     pub(super) timer: Option<TimerKey>,
+    /// On the list of connections pushed to in this batch already.
+    pub(super) touched: bool,
 }
 
 impl<S> Entry<S> {
@@ -66,6 +68,7 @@ impl<S> Entry<S> {
             queued: false,
             reaping: false,
             timer: None,
+            touched: false,
         }
     }
 }
@@ -82,6 +85,8 @@ pub(super) struct Connections<S> {
     /// Connections whose output drained after a refused push, to tell
     /// the handler (slab keys).
     pub(super) drained: Vec<usize>,
+    /// Connections pushed to in the batch being applied (slab keys).
+    pub(super) touched: Vec<usize>,
     /// The listener may have connections waiting.
     pub(super) accept_ready: bool,
     /// Accepting is paused until then (out of descriptors).
@@ -107,6 +112,7 @@ impl<S> Connections<S> {
             ready: Vec::new(),
             reap: Vec::new(),
             drained: Vec::new(),
+            touched: Vec::new(),
             accept_ready: false,
             accept_paused: None,
             max_connections: config
@@ -347,10 +353,23 @@ impl<S> Connections<S> {
                     }
                     Push::Close { .. } => entry.conn.handle_disconnect(),
                 }
-                self.flush(to.key, core, now);
-                self.settle(to.key, core, registry);
+                // Written once per target per batch, not once per push: a
+                // fan-out of k messages to one reader is one write.
+                if !entry.touched {
+                    entry.touched = true;
+                    self.touched.push(to.key);
+                }
             }
             core.world.pushes.done(ops, bytes);
+            for i in 0..self.touched.len() {
+                let key = self.touched[i];
+                if let Some(entry) = self.slab.get_mut(key) {
+                    entry.touched = false;
+                }
+                self.flush(key, core, now);
+                self.settle(key, core, registry);
+            }
+            self.touched.clear();
         }
     }
 
