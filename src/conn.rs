@@ -271,7 +271,7 @@ impl<S> Conn<S> {
         };
     }
 
-    /// Closes the connection on the handler's word (a push's
+    /// Closes the connection on the handler's word (a
     /// [`disconnect`](Ctl::disconnect)): flush, then finish.
     pub fn handle_disconnect(&mut self) {
         self.begin_close(CloseReason::Handler);

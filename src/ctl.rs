@@ -75,15 +75,16 @@ impl Peers {
     /// The connection `id` closed: its slot is free, and the timers its
     /// handler set are cancelled (they never fire, and cost nothing).
     pub(crate) fn close(&mut self, id: ConnId, timers: &mut Timers<Owner>) {
-        if let Some(slot) = self.get_mut(id) {
+        if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.serial == id.serial) {
             slot.serial = 0;
-            for t in slot.timers.drain(..) {
+                for t in slot.timers.drain(..) {
                 timers.cancel_id(t);
             }
         }
     }
 
-    /// The slot of `id`, if that connection is still open.
+    /// The slot of `id`, if that connection is still open (and not being
+    /// disconnected).
     fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
         self.slots
             .get_mut(id.key)
@@ -335,6 +336,16 @@ impl<'a> Ctl<'a> {
     pub(crate) fn max_buffer(&self) -> usize {
         self.world.framer.max_buffer
     }
+
+    /// Bytes a pushed payload gains on the wire: framed or verbatim.
+    pub(crate) fn overhead(&self, framed: bool) -> usize {
+        let f = self.world.framer;
+        if framed {
+            f.framed_overhead
+        } else {
+            f.wire_overhead
+        }
+    }
 }
 
 impl Ctl<'_> {
@@ -387,13 +398,16 @@ impl Ctl<'_> {
     }
 
     /// Closes connection `id` once what it owes (pushes included) is
-    /// written; its handler's `close` follows.
+    /// written, within the drain timeout; it reads nothing more meanwhile,
+    /// and its handler's `close` follows with `CloseReason::Handler`.
+    /// Until then it is still open: a handler that drops a slow reader
+    /// should forget its id at once.
     ///
     /// # Errors
     ///
     /// [`SendError::Closed`] if `id` is not open.
     pub fn disconnect(&mut self, id: ConnId) -> Result<(), SendError> {
-        if !self.is_open(id) {
+        if self.world.peers.get_mut(id).is_none() {
             return Err(SendError::Closed);
         }
         self.world.pushes.ops.push(Push::Close { to: id });
@@ -459,6 +473,7 @@ impl Ctl<'_> {
 
     fn push(&mut self, id: ConnId, payload: &[u8], framed: bool) -> Result<(), SendError> {
         let framer = self.world.framer;
+        let overhead = self.overhead(framed);
         let Some(slot) = self.world.peers.get_mut(id) else {
             return Err(SendError::Closed);
         };
@@ -468,11 +483,6 @@ impl Ctl<'_> {
                 max: u32::MAX as usize,
             });
         }
-        let overhead = if framed {
-            framer.framed_overhead
-        } else {
-            framer.wire_overhead
-        };
         let after = slot.pending + payload.len() + overhead;
         if after > framer.max_buffer {
             slot.full = true;

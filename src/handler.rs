@@ -333,7 +333,7 @@ impl Context<'_> {
         if id != self.id {
             return self.ctl.send_to(id, payload);
         }
-        self.check_room(payload.len())?;
+        self.check_room(payload.len() + self.ctl.overhead(true))?;
         self.send(payload)
     }
 
@@ -346,12 +346,12 @@ impl Context<'_> {
         if id != self.id {
             return self.ctl.send_wire_to(id, bytes);
         }
-        self.check_room(bytes.len())?;
+        self.check_room(bytes.len() + self.ctl.overhead(false))?;
         self.send_wire(bytes)
     }
 
     /// As [`Ctl::disconnect`]; this connection itself is closed as by
-    /// [`close`](Self::close).
+    /// [`close`](Self::close) (after what it owes is written).
     ///
     /// # Errors
     ///
