@@ -43,8 +43,9 @@ pub(crate) struct Slot {
     /// the output has drained.
     full: bool,
     /// The handler's timers of this connection, cancelled when it closes.
-    /// Kept with the slot: a reused slot reuses its allocation.
-    timers: Vec<TimerId>,
+    /// Boxed: one word per slot for the connections that set none (most),
+    /// and kept with the slot, so a reused slot reuses its allocation.
+    timers: Option<Box<Vec<TimerId>>>,
 }
 
 /// The push-side view of every connection slot, indexed by slab key.
@@ -77,7 +78,7 @@ impl Peers {
     pub(crate) fn close(&mut self, id: ConnId, timers: &mut Timers<Owner>) {
         if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.serial == id.serial) {
             slot.serial = 0;
-                for t in slot.timers.drain(..) {
+            for t in slot.timers.iter_mut().flat_map(|list| list.drain(..)) {
                 timers.cancel_id(t);
             }
         }
@@ -121,8 +122,10 @@ impl Peers {
         let Some(slot) = self.get_mut(id) else {
             return false;
         };
-        if let Some(i) = slot.timers.iter().position(|t| *t == timer) {
-            slot.timers.swap_remove(i);
+        if let Some(list) = slot.timers.as_mut() {
+            if let Some(i) = list.iter().position(|t| *t == timer) {
+                list.swap_remove(i);
+            }
         }
         true
     }
@@ -466,7 +469,7 @@ impl Ctl<'_> {
             .timers
             .insert(Owner::Conn { id, token }, deadline);
         if let Some(slot) = self.world.peers.get_mut(id) {
-            slot.timers.push(timer);
+            slot.timers.get_or_insert_with(Box::default).push(timer);
         }
         timer
     }
