@@ -19,6 +19,12 @@
 //!   over an arbitrary schedule of reads, short writes, EOF, timeouts and
 //!   shutdown, against a byte-at-a-time model of the framings and of what
 //!   the handler owes.
+//! * `platform`: the handler platform over up to eight connections in one
+//!   world (slots reused, ids not), driven as the server drives it, with
+//!   a scripted handler pushing to, disconnecting and setting timers for
+//!   ids it remembers (stale ones included), against a model of what each
+//!   connection must be written, what each call must return and which
+//!   timers may fire.
 //!
 //! Not part of the API: hidden from the docs, may change at any time.
 #![allow(missing_docs)]
@@ -28,10 +34,12 @@ use crate::config::Framing;
 mod buffer;
 mod codec;
 mod conn;
+mod platform;
 
 pub use buffer::buffer;
 pub use codec::codec;
 pub use conn::conn;
+pub use platform::platform;
 
 /// The operations' source: bytes taken from the front, zeros once empty.
 pub(crate) struct Input<'a> {

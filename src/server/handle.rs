@@ -43,7 +43,7 @@ impl<M> Clone for Handle<M> {
 /// back.
 #[derive(PartialEq, Eq)]
 pub enum MessageError<M> {
-    /// The queue holds [`Config::message_queue`] messages the loop has
+    /// The queue holds [`Config::message_queue`](crate::Config::message_queue) messages the loop has
     /// not taken yet: try again later, or drop it.
     Full(M),
     /// The server has stopped running.
@@ -72,8 +72,8 @@ impl<M> std::error::Error for MessageError<M> {}
 
 impl<M> Handle<M> {
     /// Hands `message` to the loop, which passes it to
-    /// [`Handler::message`] on its own thread, in the order sent. Never
-    /// blocks: the queue is bounded ([`Config::message_queue`]).
+    /// [`Handler::message`](crate::Handler::message) on its own thread, in the order sent. Never
+    /// blocks: the queue is bounded ([`Config::message_queue`](crate::Config::message_queue)).
     ///
     /// # Errors
     ///
