@@ -1,9 +1,10 @@
 //! The `platform` fuzz target: the handler platform (pushes by id,
 //! disconnects, connection and server timers, `drained`, messages) over
 //! up to eight connections in one world, driven the way the server's
-//! connection endpoint drives it (`server/conns.rs`, `server/pump.rs`),
-//! with a scripted handler (`script.rs`) checked against a model
-//! (`model.rs`) of what the handler API documents.
+//! connection endpoint drives it (`server/conns.rs`, `server/pump.rs`;
+//! mirrored in `endpoint.rs`), with a scripted handler (`script.rs`)
+//! checked against a model (`model.rs`, `peer.rs`) of what the handler
+//! API documents.
 
 use std::time::{Duration, Instant};
 
@@ -13,11 +14,13 @@ use super::Input;
 use crate::buffer::Spares;
 use crate::config::Framing;
 use crate::conn::{Conn, Limits, Tally};
-use crate::ctl::{Ctl, Framer, Owner, Push, World};
+use crate::ctl::{Ctl, Framer, Owner, World};
 use crate::handler::{ConnId, Handler};
 use crate::timers::{TimerId, TimerKey};
 
+mod endpoint;
 mod model;
+mod peer;
 mod script;
 
 use model::Model;
@@ -70,6 +73,15 @@ const TICK: Duration = Duration::from_millis(10);
 /// `open` made; `is_open`, `pending_of`, `pending`, `is_done` and
 /// `wants_read` match the model after each operation; at the end the
 /// heap holds exactly the live server timers.
+///
+/// Known bugs of the library, tolerated (each where it shows, marked
+/// KNOWN in the code) so that the target looks further: output pushed to
+/// a connection already on the reap list is dropped at reaping if its
+/// socket could not take it; a push to the connection itself ignores the
+/// framing's bytes in its `Full` check, and its refusal never brings
+/// `drained`; a `drained` queued while `drained` callbacks run is lost;
+/// one queued for a connection reaped in the same turn goes to the next
+/// connection in its slot.
 pub fn platform(data: &[u8]) {
     let mut input = Input::new(data);
     let mut t = Driver::new(limits(&mut input));
@@ -277,167 +289,6 @@ impl Driver {
         self.apply_pushes();
     }
 
-    /// Writes what the socket's room takes.
-    fn flush(&mut self, key: usize) {
-        let Some(e) = self.slab.get_mut(key) else {
-            return;
-        };
-        while e.conn.pending() > 0 && e.room > 0 {
-            let data = e.conn.transmit(&self.limits);
-            let n = data.len().min(e.room);
-            self.handler.model.wrote(e.id, &data[..n]);
-            e.room -= n;
-            e.conn
-                .handle_written(n, self.now, &self.limits, &mut self.spares);
-        }
-    }
-
-    /// As the server's `settle`: reap it once done, else bring its
-    /// deadline and push-table entry in line (and note `drained`).
-    fn settle(&mut self, key: usize) {
-        let Some(e) = self.slab.get_mut(key) else {
-            return;
-        };
-        let timers = &mut self.world.timers;
-        if e.conn.is_done() {
-            timers.cancel(&mut e.timer);
-            if !e.reaping {
-                self.handler.model.reaping(e.id);
-                e.reaping = true;
-                self.reap.push(key);
-            }
-            return;
-        }
-        match e.conn.poll_timeout(&self.limits) {
-            Some(deadline) => timers.schedule(&mut e.timer, Owner::Deadline(key), deadline),
-            None => timers.cancel(&mut e.timer),
-        }
-        let low_water = self.limits.max_buffer / 2;
-        self.handler.model.settled(e.id);
-        if self.world.peers.settle(key, e.conn.pending(), low_water) {
-            self.drained.push(key);
-        }
-    }
-
-    /// As the server's `apply_pushes`: in order, to the same connection
-    /// only (a stale id reaches nobody), each written eagerly.
-    fn apply_pushes(&mut self) {
-        while !self.world.pushes.is_empty() {
-            let (ops, bytes) = self.world.pushes.take();
-            let mut at = 0;
-            for op in &ops {
-                let (to, payload) = match *op {
-                    Push::Send { to, len, .. } => {
-                        at += len;
-                        (to, Some(&bytes[at - len..at]))
-                    }
-                    Push::Close { to } => (to, None),
-                };
-                let reaches = self.handler.model.apply(to, payload.map(<[u8]>::len));
-                let Some(e) = self.slab.get_mut(to.slot()).filter(|e| e.id == to) else {
-                    assert!(!reaches, "a push to open {to:?} was dropped");
-                    continue;
-                };
-                assert!(reaches, "a push reached {to:?} after its close");
-                match (*op, payload) {
-                    (Push::Send { framed, .. }, Some(p)) => {
-                        let ctl = &mut self.world.ctl(self.now, None);
-                        e.conn.push(p, framed, &self.limits, &mut self.spares, ctl);
-                    }
-                    _ => e.conn.handle_disconnect(),
-                }
-                self.flush(to.slot());
-                self.settle(to.slot());
-            }
-            self.world.pushes.done(ops, bytes);
-        }
-    }
-
-    /// As the server's `turn` (accepts and reads aside): due timers,
-    /// `drained`, reaping.
-    fn turn(&mut self) {
-        while let Some((timer, owner)) = self.world.timers.pop_due(self.now) {
-            self.fire(timer, owner);
-        }
-        self.handler.model.timers_due(self.now);
-        let n = self.drained.len();
-        for i in 0..n {
-            let key = self.drained[i];
-            if self.slab[key].conn.is_done() {
-                self.handler.model.drained_lost(self.slab[key].id);
-            } else {
-                self.invoke(key, &mut |conn, id, handler, limits, spares, ctl| {
-                    conn.handle_drained(id, limits, handler, spares, ctl)
-                });
-                self.after(key);
-            }
-        }
-        // KNOWN BUG (reported, left alone): this is the server's loop, and
-        // a key that the `drained` callbacks' own pushes queue meanwhile
-        // is cleared unserved, while the push table has already reset its
-        // refusal: that `drained` never comes. The model is told so.
-        for &key in &self.drained[n..] {
-            self.handler.model.drained_lost(self.slab[key].id);
-        }
-        self.drained.clear();
-        while !self.reap.is_empty() {
-            for key in std::mem::take(&mut self.reap) {
-                if let Some(entry) = self.slab.try_remove(key) {
-                    self.close(entry);
-                }
-            }
-            self.apply_pushes();
-        }
-    }
-
-    /// One due timer, dispatched by its owner.
-    fn fire(&mut self, timer: TimerId, owner: Owner) {
-        match owner {
-            Owner::Deadline(key) => {
-                let e = self
-                    .slab
-                    .get_mut(key)
-                    .expect("a deadline outlives its connection");
-                e.timer = None;
-                e.conn
-                    .handle_timeout(self.now, &self.limits, &mut self.spares);
-                if e.conn.is_done() {
-                    self.handler.model.killed(e.id);
-                }
-                self.settle(key);
-            }
-            Owner::Conn { id, token } => {
-                self.handler.model.popped(timer, Some(id), token, self.now);
-                if self.world.peers.timer_fired(id, timer) {
-                    self.invoke(id.slot(), &mut |conn, id, handler, limits, spares, ctl| {
-                        conn.handle_timer(id, token, limits, handler, spares, ctl)
-                    });
-                    self.after(id.slot());
-                }
-                self.handler.model.popped_end();
-            }
-            Owner::Server { token } => {
-                self.handler.model.popped(timer, None, token, self.now);
-                let ctl = &mut self.world.ctl(self.now, None);
-                self.handler.server_timer(token, ctl);
-                self.apply_pushes();
-                self.handler.model.popped_end();
-            }
-        }
-    }
-
-    /// As the server's `close_entry`: its deadline and timers go, then the
-    /// handler's `close`.
-    fn close(&mut self, mut entry: Entry) {
-        let world = &mut self.world;
-        world.timers.cancel(&mut entry.timer);
-        world.peers.close(entry.id, &mut world.timers);
-        let ctl = &mut world.ctl(self.now, None);
-        entry
-            .conn
-            .finish(entry.id, &mut self.handler, &mut self.spares, ctl);
-    }
-
     /// The real state against the model's, after a whole turn.
     fn check(&mut self) {
         let model = &self.handler.model;
@@ -514,12 +365,12 @@ mod tests {
     fn random_schedules_pass() {
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut data = Vec::new();
-        for _ in 0..3_000 {
+        for _ in 0..4_000 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             data.clear();
-            let len = 4 + (seed % 400) as usize;
+            let len = 4 + (seed % 800) as usize;
             let mut s = seed;
             for _ in 0..len {
                 s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
@@ -528,105 +379,4 @@ mod tests {
             platform(&data);
         }
     }
-}
-
-#[cfg(test)]
-mod shrink_tmp {
-    use super::*;
-
-    static MSG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-    static WANT: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-
-    fn fails(d: &[u8]) -> bool {
-        if std::panic::catch_unwind(|| platform(d)).is_ok() {
-            return false;
-        }
-        let m = MSG.lock().unwrap().clone();
-        let mut w = WANT.lock().unwrap();
-        if w.is_empty() {
-            *w = m;
-            return true;
-        }
-        *w == m
-    }
-
-    #[test]
-    #[ignore]
-    fn shrink() {
-        std::panic::set_hook(Box::new(|info| {
-            let loc = info.location().map(|l| l.line()).unwrap_or(0);
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .cloned()
-                .unwrap_or_default();
-            let head: String = msg
-                .chars()
-                .take_while(|c| !c.is_ascii_digit() && *c != '#')
-                .collect();
-            *MSG.lock().unwrap() = format!("{loc} {head}");
-        }));
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut found = None;
-        for _ in 0..3_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let mut data = Vec::new();
-            let len = 4 + (seed % 400) as usize;
-            let mut s = seed;
-            for _ in 0..len {
-                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                data.push((s >> 56) as u8);
-            }
-            if fails(&data) {
-                found = Some(data);
-                break;
-            }
-        }
-        let mut d = found.expect("a failure");
-        loop {
-            let mut progress = false;
-            let mut chunk = d.len() / 2;
-            while chunk >= 1 {
-                let mut i = 0;
-                while i + chunk <= d.len() {
-                    let mut t = d.clone();
-                    t.drain(i..i + chunk);
-                    if fails(&t) {
-                        d = t;
-                        progress = true;
-                    } else {
-                        i += chunk;
-                    }
-                }
-                chunk /= 2;
-            }
-            for i in 0..d.len() {
-                for v in [0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9] {
-                    if d[i] > v {
-                        let mut t = d.clone();
-                        t[i] = v;
-                        if fails(&t) {
-                            d = t;
-                            progress = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            if !progress {
-                break;
-            }
-        }
-        let _ = std::panic::take_hook();
-        std::fs::write("/tmp/platform_min.bin", &d).unwrap();
-        panic!("minimal: {:?}", d);
-    }
-}
-#[cfg(test)]
-#[test]
-#[ignore]
-fn replay_tmp() {
-    platform(&std::fs::read("/tmp/platform_min.bin").unwrap());
 }
