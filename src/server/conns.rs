@@ -83,8 +83,8 @@ pub(super) struct Connections<S> {
     /// Finished connections to close after the batch (slab keys).
     pub(super) reap: Vec<usize>,
     /// Connections whose output drained after a refused push, to tell
-    /// the handler (slab keys).
-    pub(super) drained: Vec<usize>,
+    /// the handler (ids, not slots: a slot may be reused before then).
+    pub(super) drained: Vec<ConnId>,
     /// Connections pushed to in the batch being applied (slab keys).
     pub(super) touched: Vec<usize>,
     /// The listener may have connections waiting.
@@ -208,10 +208,17 @@ impl<S> Connections<S> {
         while let Some((timer, owner)) = core.world.timers.pop_due(now) {
             self.fire(timer, owner, core, registry, now);
         }
-        for i in 0..self.drained.len() {
-            let key = self.drained[i];
+        // By index, as it grows: a drained callback's pushes may queue
+        // more. By id: a slot reused since belongs to someone else.
+        let mut i = 0;
+        while i < self.drained.len() {
+            let id = self.drained[i];
+            i += 1;
+            if self.slab.get(id.key).is_none_or(|e| e.id != id) {
+                continue;
+            }
             self.callback(
-                key,
+                id.key,
                 core,
                 registry,
                 now,

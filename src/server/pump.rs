@@ -102,7 +102,7 @@ impl<S> Connections<S> {
             .peers
             .settle(key, entry.conn.pending(), low_water)
         {
-            self.drained.push(key);
+            self.drained.push(entry.id);
         }
     }
 }
