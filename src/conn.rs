@@ -238,7 +238,9 @@ impl<S> Conn<S> {
     }
 
     /// Queues a push: `payload` framed (or verbatim) as this connection's
-    /// replies are. Ignored once it is done or closing by its own doing.
+    /// replies are. Ignored once it is dead (killed: its output is gone).
+    /// The driver must not push to a connection it has found done: the
+    /// push table refuses those, so that nothing accepted is dropped.
     pub fn push(
         &mut self,
         payload: &[u8],

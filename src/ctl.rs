@@ -361,7 +361,11 @@ impl Ctl<'_> {
     }
 
     /// Whether `id` names a connection that is open now (not one that
-    /// closed, nor a newer one in its slot).
+    /// closed, nor a newer one in its slot). A connection stops being
+    /// open the moment the server finds it finished (its input over and
+    /// its output written, or an error): its
+    /// [`close`](crate::Handler::close) comes at the end of that turn,
+    /// and meanwhile pushes to it are refused as [`SendError::Closed`].
     pub fn is_open(&self, id: ConnId) -> bool {
         self.world
             .peers
@@ -461,6 +465,16 @@ impl Ctl<'_> {
             }
             Some(_) => true,
             None => false,
+        }
+    }
+
+    /// A push to connection `id` itself (through its [`Context`]) was
+    /// refused as full: `drained` is owed, as for a push from elsewhere.
+    ///
+    /// [`Context`]: crate::Context
+    pub(crate) fn refused(&mut self, id: ConnId) {
+        if let Some(slot) = self.world.peers.get_mut(id) {
+            slot.full = true;
         }
     }
 

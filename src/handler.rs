@@ -423,10 +423,13 @@ impl Context<'_> {
     }
 
     /// [`SendError::Full`] if `len` more bytes would take this
-    /// connection's output past the push limit.
-    fn check_room(&self, len: usize) -> Result<(), SendError> {
+    /// connection's output past the push limit (and then `drained` is
+    /// owed, as for a push from elsewhere).
+    fn check_room(&mut self, len: usize) -> Result<(), SendError> {
         let (pending, limit) = (self.outbox.pending(), self.ctl.max_buffer());
         if pending + len > limit {
+            let id = self.id;
+            self.ctl.refused(id);
             return Err(SendError::Full { pending, limit });
         }
         Ok(())

@@ -37,8 +37,9 @@ pub enum SendError {
         /// The largest the framing can carry (4 GiB - 1).
         max: usize,
     },
-    /// The connection is not open: it closed (its id is never reused, so
-    /// a newer connection in its place is never reached by mistake).
+    /// The connection is not open: it closed, or it has finished and its
+    /// `close` is about to come (its id is never reused, so a newer
+    /// connection in its place is never reached by mistake).
     Closed,
     /// The push would take the connection's unsent output past its limit
     /// (`--max-buffer`); the handler decides: drop the message, disconnect

@@ -336,8 +336,9 @@ fn messages_from_other_threads_reach_the_loop_in_order_and_the_queue_is_bounded(
     }
 }
 
-/// `flood N` pushes N 1 KiB lines to the other connection; counts the
-/// `Full` refusals; `drained` tells the slow one it may read on.
+/// `flood N` pushes N 1 KiB lines to the other connection (`self N`: to
+/// the sender itself); counts the `Full` refusals; `drained` tells the
+/// slow one it may read on.
 #[derive(Default)]
 struct Flood {
     members: Vec<ConnId>,
@@ -353,12 +354,15 @@ impl Handler for Flood {
     }
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
-        let n: usize = std::str::from_utf8(&frame.payload()[6..])
-            .unwrap()
-            .parse()
-            .unwrap();
+        let (_, n) = frame
+            .payload()
+            .split_at(1 + frame.payload().iter().position(|&b| b == b' ').unwrap());
+        let n: usize = std::str::from_utf8(n).unwrap().parse().unwrap();
         let me = cx.id();
-        let other = *self.members.iter().find(|&&m| m != me).expect("two");
+        let other = match frame.payload().starts_with(b"self ") {
+            true => me,
+            false => *self.members.iter().find(|&&m| m != me).expect("two"),
+        };
         let line = vec![b'x'; 1023];
         let mut queued = 0;
         for _ in 0..n {
@@ -408,6 +412,36 @@ fn a_push_over_the_limit_is_refused_and_drained_follows() {
     }
     assert_eq!(read_line(&mut rs), "drained\n");
     drop((publisher, rp, slow, rs));
+    let flood = running.stop();
+    assert_eq!(flood.refused, 1000 - queued as u64);
+    assert_eq!(flood.drained, 1, "once per refusal streak");
+}
+
+/// A connection's pushes to itself obey the same limit, and a refusal
+/// brings `drained` the same way (it used to be lost).
+#[test]
+fn a_push_to_itself_over_the_limit_is_refused_and_drained_follows() {
+    let dir = TempDir::new("platform-self");
+    let path = dir.path("s.sock");
+    let mut config = line_config(&path);
+    config.max_buffer = 64 << 10;
+    let running = start(config, Flood::default());
+    let me = connect(&path);
+    let mut r = reader(&me);
+    (&me).write_all(b"self 1000\n").unwrap();
+    // The replies queued before the count, then the count itself.
+    let mut lines = 0;
+    let queued: usize = loop {
+        let line = read_line(&mut r);
+        match line.strip_prefix("queued ") {
+            Some(n) => break n.trim_end().parse().unwrap(),
+            None => lines += 1,
+        }
+    };
+    assert_eq!(lines, queued, "every accepted push, before the count");
+    assert!(queued < 1000, "some were refused: {queued}");
+    assert_eq!(read_line(&mut r), "drained\n");
+    drop((me, r));
     let flood = running.stop();
     assert_eq!(flood.refused, 1000 - queued as u64);
     assert_eq!(flood.drained, 1, "once per refusal streak");

@@ -63,25 +63,18 @@ const TICK: Duration = Duration::from_millis(10);
 /// pushes addressed to its id while it was open, in the order queued (a
 /// prefix of them if it was killed; all of them otherwise, by its close);
 /// `send_to`, `send_wire_to` and `disconnect` to a closed id (a newer
-/// connection in its slot or not) return `Closed`; a push to an open
-/// connection is refused as `Full` exactly when its pending output plus
-/// the framed payload would pass `max_buffer`; `drained` comes only after
-/// a refusal, once, and is owed once the connection went down to half;
+/// connection in its slot or not, or one found finished and waiting for
+/// its `close`) return `Closed`, and nothing accepted is ever dropped; a
+/// push to an open connection (itself included) is refused as `Full`
+/// exactly when its pending output plus the framed payload would pass
+/// `max_buffer`; `drained` comes only after a refusal, once, and is owed
+/// once the connection went down to half;
 /// `cancel_timer` is true exactly for a live timer; a timer fires only
 /// live, due and in deadline order, every due one in the turn, and never
 /// for a closed or cancelled owner; `close` comes once, with the state
 /// `open` made; `is_open`, `pending_of`, `pending`, `is_done` and
 /// `wants_read` match the model after each operation; at the end the
 /// heap holds exactly the live server timers.
-///
-/// Known bugs of the library, tolerated (each where it shows, marked
-/// KNOWN in the code) so that the target looks further: output pushed to
-/// a connection already on the reap list is dropped at reaping if its
-/// socket could not take it; a push to the connection itself ignores the
-/// framing's bytes in its `Full` check, and its refusal never brings
-/// `drained`; a `drained` queued while `drained` callbacks run is lost;
-/// one queued for a connection reaped in the same turn goes to the next
-/// connection in its slot.
 pub fn platform(data: &[u8]) {
     let mut input = Input::new(data);
     let mut t = Driver::new(limits(&mut input));
@@ -143,7 +136,7 @@ struct Driver {
     /// Finished connections to close at the end of the turn.
     reap: Vec<usize>,
     /// Connections to tell they drained.
-    drained: Vec<usize>,
+    drained: Vec<ConnId>,
 }
 
 impl Driver {
@@ -282,23 +275,24 @@ impl Driver {
         );
     }
 
-    /// What follows every callback on `key`: write, settle, apply pushes.
+    /// What follows every callback on `key`: apply its pushes, write,
+    /// settle.
     fn after(&mut self, key: usize) {
+        self.apply_pushes();
         self.flush(key);
         self.settle(key);
-        self.apply_pushes();
     }
 
     /// The real state against the model's, after a whole turn.
     fn check(&mut self) {
         let model = &self.handler.model;
         let ctl = self.world.ctl(self.now, None);
-        for (key, e) in &self.slab {
+        for (_, e) in &self.slab {
             let (pending, done) = (e.conn.pending(), e.conn.is_done());
             model.check(e.id, pending, done, e.conn.wants_read(&self.limits));
             assert!(!done, "{:?} done and not reaped", e.id);
             assert_eq!(ctl.pending_of(e.id), Some(pending), "pending_of {:?}", e.id);
-            let queued = self.drained.iter().filter(|&&k| k == key).count();
+            let queued = self.drained.iter().filter(|&&id| id == e.id).count();
             assert_eq!(
                 model.drained_owed(e.id),
                 queued,

@@ -117,9 +117,9 @@ impl<S> Connections<S> {
         core.stats.accepted += 1;
         core.stats.open += 1;
         debug!("accepted {id} ({})", Who(peer));
+        self.apply_pushes(core, registry, now);
         self.flush(key, core, now);
         self.settle(key, core, registry);
-        self.apply_pushes(core, registry, now);
     }
 }
 

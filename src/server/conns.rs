@@ -315,9 +315,10 @@ impl<S> Connections<S> {
             &mut world.ctl(now, None),
         );
         stats.frames_out += tally.frames_out;
+        // Pushes before `settle`, as in `work`.
+        self.apply_pushes(core, registry, now);
         self.flush(key, core, now);
         self.settle(key, core, registry);
-        self.apply_pushes(core, registry, now);
     }
 
     /// Applies what handlers queued for other connections, in order, and
@@ -344,6 +345,10 @@ impl<S> Connections<S> {
                 let Some(entry) = self.slab.get_mut(to.key).filter(|e| e.id == to) else {
                     continue; // closed since: pushes never reach a newer connection
                 };
+                // The push table refuses a connection once it is on the
+                // reap list, and pushes are applied before their sender
+                // settles: nothing accepted is dropped at reaping.
+                debug_assert!(!entry.reaping, "a push accepted for reaped {to}");
                 let Core {
                     limits,
                     spares,

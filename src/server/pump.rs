@@ -45,10 +45,12 @@ impl<S> Connections<S> {
                 break;
             }
         }
-        self.settle(key, core, registry);
+        // Pushes first: one this connection queued to itself must land
+        // before `settle` can find it done and reap it.
         if !core.world.pushes.is_empty() {
             self.apply_pushes(core, registry, now);
         }
+        self.settle(key, core, registry);
     }
 
     /// Writes the connection's pending output, if it is still open.
@@ -77,8 +79,12 @@ impl<S> Connections<S> {
             reregister(entry, key, registry, core);
         }
         if entry.conn.is_done() {
-            core.world.timers.cancel(&mut entry.timer);
             if !entry.reaping {
+                // Closed to the handler from here on: pushes and
+                // disconnects get `Closed`, its timers are gone, and
+                // nothing can revive it before it is reaped.
+                core.world.timers.cancel(&mut entry.timer);
+                core.world.peers.close(entry.id, &mut core.world.timers);
                 entry.reaping = true;
                 self.reap.push(key);
             }

@@ -5,7 +5,7 @@
 
 use super::{Driver, Entry};
 use crate::ctl::{Owner, Push};
-use crate::handler::Handler;
+use crate::handler::{ConnId, Handler};
 use crate::timers::TimerId;
 
 impl Driver {
@@ -32,8 +32,9 @@ impl Driver {
         };
         let timers = &mut self.world.timers;
         if e.conn.is_done() {
-            timers.cancel(&mut e.timer);
             if !e.reaping {
+                timers.cancel(&mut e.timer);
+                self.world.peers.close(e.id, timers);
                 self.handler.model.reaping(e.id);
                 e.reaping = true;
                 self.reap.push(key);
@@ -47,13 +48,14 @@ impl Driver {
         let low_water = self.limits.max_buffer / 2;
         self.handler.model.settled(e.id);
         if self.world.peers.settle(key, e.conn.pending(), low_water) {
-            self.drained.push(key);
+            self.drained.push(e.id);
         }
     }
 
     /// As the server's `apply_pushes`: in order, to the same connection
-    /// only (a stale id reaches nobody), each written eagerly.
+    /// only (a stale id reaches nobody), then each target written once.
     pub(super) fn apply_pushes(&mut self) {
+        let mut touched = Vec::new();
         while !self.world.pushes.is_empty() {
             let (ops, bytes) = self.world.pushes.take();
             let mut at = 0;
@@ -71,6 +73,7 @@ impl Driver {
                     continue;
                 };
                 assert!(reaches, "a push reached {to:?} after its close");
+                assert!(!e.reaping, "a push accepted for reaped {to:?}");
                 match (*op, payload) {
                     (Push::Send { framed, .. }, Some(p)) => {
                         let ctl = &mut self.world.ctl(self.now, None);
@@ -78,10 +81,15 @@ impl Driver {
                     }
                     _ => e.conn.handle_disconnect(),
                 }
-                self.flush(to.slot());
-                self.settle(to.slot());
+                if !touched.contains(&to.slot()) {
+                    touched.push(to.slot());
+                }
             }
             self.world.pushes.done(ops, bytes);
+            for key in touched.drain(..) {
+                self.flush(key);
+                self.settle(key);
+            }
         }
     }
 
@@ -92,20 +100,12 @@ impl Driver {
             self.fire(timer, owner);
         }
         self.handler.model.timers_due(self.now);
-        let n = self.drained.len();
-        for i in 0..n {
-            let key = self.drained[i];
-            self.drained_one(key);
-        }
-        // KNOWN BUG (reported, left alone): this is the server's loop, and
-        // a key that the `drained` callbacks' own pushes queue meanwhile
-        // is cleared unserved, while the push table has already reset its
-        // refusal: that `drained` never comes. The model is told so.
-        for i in n..self.drained.len() {
-            let key = self.drained[i];
-            self.handler
-                .model
-                .drained_lost(key, self.slab.get(key).map(|e| e.id));
+        // By index as it grows, by id: as the server walks it.
+        let mut i = 0;
+        while i < self.drained.len() {
+            let id = self.drained[i];
+            i += 1;
+            self.drained_one(id);
         }
         self.drained.clear();
         while !self.reap.is_empty() {
@@ -118,21 +118,17 @@ impl Driver {
         }
     }
 
-    /// The `drained` queued for slot `key`, as the server calls it: on
-    /// whatever connection holds the slot now, if it is not done.
-    pub(super) fn drained_one(&mut self, key: usize) {
-        match self.slab.get(key).map(|e| (e.id, e.conn.is_done())) {
-            Some((_, false)) => {
-                self.invoke(key, &mut |conn, id, handler, limits, spares, ctl| {
-                    conn.handle_drained(id, limits, handler, spares, ctl)
-                });
-                self.after(key);
-            }
-            other => self
-                .handler
-                .model
-                .drained_lost(key, other.map(|(id, _)| id)),
+    /// The `drained` queued for `id`, as the server calls it: if that
+    /// connection is still in the slab (a done one ignores it).
+    pub(super) fn drained_one(&mut self, id: ConnId) {
+        if self.slab.get(id.slot()).is_none_or(|e| e.id != id) {
+            self.handler.model.drained_skipped(id);
+            return;
         }
+        self.invoke(id.slot(), &mut |conn, id, handler, limits, spares, ctl| {
+            conn.handle_drained(id, limits, handler, spares, ctl)
+        });
+        self.after(id.slot());
     }
 
     /// One due timer, dispatched by its owner.

@@ -34,8 +34,8 @@ pub(super) struct Peer {
     pub(super) full: bool,
     /// Refusal streaks that went down to half: `drained` calls owed.
     pub(super) drained_owed: u32,
-    /// The server found it done and put it on its reap list (it may take
-    /// pushes after that, and is closed all the same: see `closed`).
+    /// The server found it done and put it on its reap list: closed to
+    /// the handler from then on, though its `close` is still to come.
     pub(super) reaping: bool,
 }
 
