@@ -92,6 +92,7 @@ pub mod config;
 pub mod conn;
 mod ctl;
 pub mod error;
+pub mod fds;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;

@@ -40,7 +40,7 @@ mod tests;
 
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -89,6 +89,9 @@ pub struct Datagram {
     pub from: Option<SockAddr>,
     /// The sender's credentials, when asked for and `SO_PASSCRED` is on.
     pub cred: Option<PeerCred>,
+    /// Descriptors were lost (`MSG_CTRUNC`); see [`RecvFds::fds_lost`].
+    #[allow(dead_code)] // read by the datagram endpoint next
+    pub fds_lost: bool,
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the soft
@@ -216,21 +219,139 @@ pub fn accept(listener: &Socket) -> io::Result<Socket> {
 ///
 /// `recvmsg`'s error (`WouldBlock` when nothing is queued).
 pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
-    let got = recvmsg(sock, buf, None, false)?;
+    let got = recvmsg(sock.as_fd(), buf, None, false, None)?;
     Ok((got.len, got.full_len))
 }
 
-/// Receives one datagram with its sender's address and, if `want_cred`
-/// (and the caller turned `SO_PASSCRED` on), its credentials. Any
-/// descriptors a sender passed along are closed. Retries on `EINTR`.
+/// What [`recv_fds`] gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvFds {
+    /// Bytes copied into the buffer (0 with no descriptor is EOF).
+    pub len: usize,
+    /// The message's real length (more than `len` when a message was
+    /// truncated; on a stream, `len`).
+    pub full_len: usize,
+    /// Descriptors were lost: more came than the control buffer held
+    /// (`MSG_CTRUNC`: over `max_fds`, or the receiver is out of
+    /// descriptors). Those that did arrive are in `fds` all the same.
+    pub fds_lost: bool,
+}
+
+/// The most descriptors one message can carry (the kernel's `SCM_MAX_FD`).
+pub const MAX_FDS: usize = 253;
+
+/// Receives bytes (one message on seqpacket) with up to `max_fds`
+/// descriptors, appended to `fds` close-on-exec. The kernel rounds the
+/// control buffer up, so more than `max_fds` can arrive without
+/// `fds_lost`: the caller checks the count. Retries on `EINTR`.
 ///
 /// # Errors
 ///
 /// `recvmsg`'s error (`WouldBlock` when nothing is queued).
-pub fn recv_dgram(sock: &Socket, buf: &mut [u8], want_cred: bool) -> io::Result<Datagram> {
+pub fn recv_fds(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<RecvFds> {
+    let got = recvmsg(sock, buf, None, false, Some((fds, max_fds)))?;
+    Ok(RecvFds {
+        len: got.len,
+        full_len: got.full_len,
+        fds_lost: got.ctrunc,
+    })
+}
+
+/// Sends `buf` (one message on seqpacket and dgram) with `fds` attached,
+/// to `to` on an unconnected datagram socket; `MSG_NOSIGNAL`. On a
+/// stream, the descriptors go with the first byte sent: any `Ok(n)` with
+/// `n > 0` sent them all. Retries on `EINTR`.
+///
+/// # Errors
+///
+/// `sendmsg`'s error (`WouldBlock`, `EPIPE`, ...); `InvalidInput` for
+/// more than [`MAX_FDS`] descriptors.
+pub fn send_fds(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fds: &[BorrowedFd<'_>],
+    to: Option<&SockAddr>,
+) -> io::Result<usize> {
+    if fds.len() > MAX_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} descriptors: at most {MAX_FDS} go in one message",
+                fds.len()
+            ),
+        ));
+    }
+    let mut control = Control([0; CONTROL_SPACE]);
+    let space = rights_space(fds.len());
+    loop {
+        let mut iov = libc::iovec {
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: all-zero is a valid msghdr (null pointers, zero lengths).
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some(to) = to {
+            msg.msg_name = to.as_ptr().cast_mut().cast();
+            msg.msg_namelen = to.len();
+        }
+        if !fds.is_empty() {
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = space as _;
+            // SAFETY: the control buffer is aligned for cmsghdr and
+            // `space` (at most CONTROL_SPACE) bytes long, room for one
+            // SCM_RIGHTS header and `fds.len()` ints; CMSG_FIRSTHDR is
+            // non-null for a buffer that long. Data is written unaligned.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(&msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * FD_LEN) as u32) as _;
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                for (i, fd) in fds.iter().enumerate() {
+                    ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+                }
+            }
+        }
+        // SAFETY: every pointer in `msg` is null or points to a live buffer
+        // of the length given beside it (iov only read by sendmsg); the
+        // socket and the descriptors are borrowed, so open, for the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        return Ok(n as usize);
+    }
+}
+
+/// Receives one datagram with its sender's address and, if `want_cred`
+/// (and the caller turned `SO_PASSCRED` on), its credentials. With `fds`,
+/// up to its count of descriptors are appended to its vector (see
+/// [`recv_fds`]); without, any a sender passed along are closed. Retries
+/// on `EINTR`.
+///
+/// # Errors
+///
+/// `recvmsg`'s error (`WouldBlock` when nothing is queued).
+pub fn recv_dgram(
+    sock: &Socket,
+    buf: &mut [u8],
+    want_cred: bool,
+    fds: Option<(&mut Vec<OwnedFd>, usize)>,
+) -> io::Result<Datagram> {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
-    let got = recvmsg(sock, buf, Some(&mut storage), want_cred)?;
+    let got = recvmsg(sock.as_fd(), buf, Some(&mut storage), want_cred, fds)?;
     let name_len = got
         .name_len
         .min(mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t);
@@ -244,6 +365,7 @@ pub fn recv_dgram(sock: &Socket, buf: &mut [u8], want_cred: bool) -> io::Result<
         truncated: got.truncated,
         from,
         cred: got.cred,
+        fds_lost: got.ctrunc,
     })
 }
 
@@ -288,28 +410,52 @@ struct Received {
     /// The message's real length (`MSG_TRUNC` asks the kernel for it).
     full_len: usize,
     truncated: bool,
+    /// `MSG_CTRUNC`: control data (descriptors) did not fit.
+    ctrunc: bool,
     name_len: libc::socklen_t,
     cred: Option<PeerCred>,
 }
+
+/// Bytes of one descriptor in `SCM_RIGHTS` data.
+const FD_LEN: usize = mem::size_of::<libc::c_int>();
 
 // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
 const CRED_SPACE: usize =
     unsafe { libc::CMSG_SPACE(mem::size_of::<libc::ucred>() as u32) } as usize;
 
-/// Control buffer for one `SCM_CREDENTIALS`, aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; CRED_SPACE]);
+/// Control bytes for `n` descriptors (none for 0).
+const fn rights_space(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        // SAFETY: CMSG_SPACE is pure arithmetic on its argument.
+        unsafe { libc::CMSG_SPACE((n * FD_LEN) as u32) as usize }
+    }
+}
 
-/// `recvmsg` into one buffer, optionally with the sender's address and
-/// credentials. Retries on `EINTR`.
+/// The largest control buffer used: credentials and `MAX_FDS` rights.
+const CONTROL_SPACE: usize = CRED_SPACE + rights_space(MAX_FDS);
+
+/// A control buffer, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Control([u8; CONTROL_SPACE]);
+
+/// `recvmsg` into one buffer, optionally with the sender's address, its
+/// credentials, and up to `fds.1` descriptors (appended to `fds.0`).
+/// Retries on `EINTR`.
 fn recvmsg(
-    sock: &Socket,
+    sock: BorrowedFd<'_>,
     buf: &mut [u8],
     name: Option<&mut libc::sockaddr_storage>,
     want_cred: bool,
+    mut fds: Option<(&mut Vec<OwnedFd>, usize)>,
 ) -> io::Result<Received> {
     let name: *mut libc::sockaddr_storage = name.map_or(ptr::null_mut(), |n| n);
-    let mut control = CmsgBuf([0; CRED_SPACE]);
+    let rights = fds
+        .as_ref()
+        .map_or(0, |(_, max)| rights_space((*max).min(MAX_FDS)));
+    let space = if want_cred { CRED_SPACE } else { 0 } + rights;
+    let mut control = Control([0; CONTROL_SPACE]);
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -323,14 +469,15 @@ fn recvmsg(
             msg.msg_name = name.cast();
             msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
-        if want_cred {
+        if space > 0 {
             msg.msg_control = control.0.as_mut_ptr().cast();
-            msg.msg_controllen = CRED_SPACE as _;
+            msg.msg_controllen = space as _;
         }
         // SAFETY: every pointer in `msg` is null or points to a live,
-        // writable buffer of the length given beside it; the socket is
-        // borrowed, so open, for the call. MSG_TRUNC only changes the
-        // value returned (the real length), never what is written.
+        // writable buffer of the length given beside it (`space` is at
+        // most CONTROL_SPACE); the socket is borrowed, so open, for the
+        // call. MSG_TRUNC only changes the value returned (the real
+        // length), never what is written.
         let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_TRUNC;
         let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
         if n < 0 {
@@ -340,20 +487,25 @@ fn recvmsg(
             }
             return Err(e);
         }
-        let cred = if want_cred { parse_control(&msg) } else { None };
+        let cred = if space > 0 {
+            parse_control(&msg, fds.as_mut().map(|(v, _)| &mut **v))
+        } else {
+            None
+        };
         return Ok(Received {
             len: (n as usize).min(buf.len()),
             full_len: n as usize,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
+            ctrunc: msg.msg_flags & libc::MSG_CTRUNC != 0,
             name_len: msg.msg_namelen,
             cred,
         });
     }
 }
 
-/// Finds `SCM_CREDENTIALS` in a received control buffer and closes any
-/// descriptors (`SCM_RIGHTS`) a sender slipped in.
-fn parse_control(msg: &libc::msghdr) -> Option<PeerCred> {
+/// Finds `SCM_CREDENTIALS` in a received control buffer, and takes the
+/// descriptors (`SCM_RIGHTS`) into `fds`, or closes them without it.
+fn parse_control(msg: &libc::msghdr, mut fds: Option<&mut Vec<OwnedFd>>) -> Option<PeerCred> {
     let mut cred = None;
     // SAFETY: `msg` was just filled by recvmsg; msg_control/msg_controllen
     // describe the part of our aligned control buffer the kernel wrote, and
@@ -375,10 +527,13 @@ fn parse_control(msg: &libc::msghdr) -> Option<PeerCred> {
                     });
                 }
                 (libc::SOL_SOCKET, libc::SCM_RIGHTS) => {
-                    for i in 0..data_len / mem::size_of::<libc::c_int>() {
+                    for i in 0..data_len / FD_LEN {
                         let fd = ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
-                        // The kernel installed it for us; we own it and drop it.
-                        drop(OwnedFd::from_raw_fd(fd));
+                        // The kernel installed it for us: we own it.
+                        let fd = OwnedFd::from_raw_fd(fd);
+                        if let Some(fds) = fds.as_deref_mut() {
+                            fds.push(fd);
+                        }
                     }
                 }
                 _ => {}

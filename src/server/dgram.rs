@@ -186,7 +186,7 @@ impl<S> Dgram<S> {
                 break;
             }
             let max = core.config.max_frame.min(core.scratch.len());
-            match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true) {
+            match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true, None) {
                 Ok(d) => self.answer(&d, core, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -292,7 +292,7 @@ fn recv_dgram_gives_sender_and_cred() {
 
     let named = UnixDatagram::bind(dir.join("client.sock")).expect("client");
     named.send_to(b"hello", &path).expect("send");
-    let got = recv_dgram(server, &mut buf, true).expect("recv");
+    let got = recv_dgram(server, &mut buf, true, None).expect("recv");
     assert_eq!((got.len, got.truncated), (5, false));
     let (pid, uid, gid) = ids();
     assert_eq!(got.cred, Some(PeerCred { pid, uid, gid }));
@@ -303,7 +303,7 @@ fn recv_dgram_gives_sender_and_cred() {
 
     let unnamed = UnixDatagram::unbound().expect("unbound");
     unnamed.send_to(&[7; 100], &path).expect("send");
-    let got = recv_dgram(server, &mut buf, false).expect("recv");
+    let got = recv_dgram(server, &mut buf, false, None).expect("recv");
     assert_eq!(
         (got.len, got.truncated, got.from.is_none(), got.cred),
         (64, true, true, None)
@@ -314,7 +314,7 @@ fn recv_dgram_gives_sender_and_cred() {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
     let abstract_client = UnixDatagram::bind_addr(&addr).expect("abstract client");
     abstract_client.send_to(b"x", &path).expect("send");
-    let from = recv_dgram(server, &mut buf, true)
+    let from = recv_dgram(server, &mut buf, true, None)
         .expect("recv")
         .from
         .expect("abstract sender");

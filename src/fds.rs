@@ -1,0 +1,205 @@
+//! Descriptor passing (`SCM_RIGHTS`): sending open files over a Unix
+//! socket, the one thing only Unix sockets can do.
+//!
+//! The functions here are the safe calls the server itself uses, public so
+//! that a client (or a test) can speak to it: [`send_with_fds`] attaches
+//! descriptors to bytes or a message, [`recv_with_fds`] takes them in,
+//! close-on-exec, as owned values (dropping one closes it).
+//!
+//! On a stream, descriptors travel with a byte: the kernel hands them to
+//! the read that takes the first byte of the `sendmsg` they came with, and
+//! a read never goes past that write's bytes. (It may begin with bytes
+//! sent before them, without descriptors.) On seqpacket and dgram they
+//! travel with the message.
+//!
+//! # Examples
+//!
+//! Pass one end of a second socket pair over the first, and talk through
+//! the copy that arrives:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::os::fd::AsFd;
+//! use std::os::unix::net::UnixStream;
+//!
+//! let (a, b) = UnixStream::pair()?;
+//! let (mine, theirs) = UnixStream::pair()?;
+//! uds_reactor::fds::send_with_fds(&a, b"here", &[theirs.as_fd()])?;
+//! drop(theirs);
+//!
+//! let (mut buf, mut fds) = ([0; 16], Vec::new());
+//! let got = uds_reactor::fds::recv_with_fds(&b, &mut buf, 4, &mut fds)?;
+//! assert_eq!((&buf[..got.len], fds.len(), got.fds_lost), (&b"here"[..], 1, false));
+//! let mut passed = UnixStream::from(fds.pop().unwrap());
+//! passed.write_all(b"through the passed socket")?;
+//! drop(passed);
+//! let mut s = String::new();
+//! (&mine).read_to_string(&mut s)?;
+//! assert_eq!(s, "through the passed socket");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use socket2::SockAddr;
+
+use crate::sys;
+
+pub use crate::sys::{RecvFds, MAX_FDS};
+
+/// Sends `bytes` (one message on seqpacket and dgram sockets) with `fds`
+/// attached (they stay open here: the receiver gets its own copies). On a
+/// stream any `Ok(n)` with `n > 0` sent every descriptor; a short write
+/// leaves only bytes to send. `SIGPIPE` is never raised (`MSG_NOSIGNAL`).
+///
+/// # Errors
+///
+/// `sendmsg`'s error; `InvalidInput` for more than [`MAX_FDS`]
+/// descriptors.
+pub fn send_with_fds(sock: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    sys::send_fds(sock.as_fd(), bytes, fds, None)
+}
+
+/// As [`send_with_fds`], to address `to` (an unconnected datagram socket).
+///
+/// # Errors
+///
+/// As [`send_with_fds`].
+pub fn send_to_with_fds(
+    sock: impl AsFd,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+    to: &SockAddr,
+) -> io::Result<usize> {
+    sys::send_fds(sock.as_fd(), bytes, fds, Some(to))
+}
+
+/// Receives into `buf` (one message on seqpacket and dgram sockets) with
+/// room for `max_fds` descriptors, appended to `fds`. The kernel rounds
+/// the room up, so a few more than `max_fds` may arrive: check the count.
+/// [`RecvFds::fds_lost`] says the kernel dropped some (more were sent than
+/// fit, or this process is out of descriptors).
+///
+/// # Errors
+///
+/// `recvmsg`'s error (`WouldBlock` on a nonblocking socket with nothing
+/// queued).
+pub fn recv_with_fds(
+    sock: impl AsFd,
+    buf: &mut [u8],
+    max_fds: usize,
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<RecvFds> {
+    sys::recv_fds(sock.as_fd(), buf, max_fds, fds)
+}
+
+/// Descriptors attached to queued output, each set at the place it goes
+/// with: for bytes and message records, the number of output bytes ahead
+/// of it; for datagrams, the number of datagrams ahead of it. Places
+/// count from the head of the output, so they shrink as it is written.
+#[derive(Debug, Default)]
+#[allow(dead_code)] // wired into the connection next
+pub(crate) struct Attached {
+    /// `(place, descriptors)`, places ascending and distinct.
+    queue: VecDeque<(usize, Vec<OwnedFd>)>,
+    /// Descriptors held, over all places.
+    held: usize,
+}
+
+#[allow(dead_code)]
+impl Attached {
+    /// Attaches `fds` at `place` (at or after every place so far).
+    pub(crate) fn attach(&mut self, place: usize, fds: Vec<OwnedFd>) {
+        if fds.is_empty() {
+            return;
+        }
+        self.held += fds.len();
+        match self.queue.back_mut() {
+            Some((last, set)) if *last == place => set.extend(fds),
+            _ => {
+                debug_assert!(self.queue.back().is_none_or(|(last, _)| *last < place));
+                self.queue.push_back((place, fds));
+            }
+        }
+    }
+
+    /// The descriptors that go with the head of the output (place 0).
+    pub(crate) fn at_head(&self) -> &[OwnedFd] {
+        match self.queue.front() {
+            Some((0, set)) => set,
+            _ => &[],
+        }
+    }
+
+    /// How far a write from the head may go before it would reach the
+    /// next place with descriptors (`None`: no limit).
+    pub(crate) fn run(&self) -> Option<usize> {
+        let mut places = self.queue.iter().map(|(place, _)| *place);
+        match places.next() {
+            Some(0) => places.next(),
+            other => other,
+        }
+    }
+
+    /// `n` (> 0) bytes or datagrams from the head are gone, written (the
+    /// descriptors at the head went with them) or dropped. Returns how
+    /// many descriptors that let go of (closing this side's copies).
+    pub(crate) fn advance(&mut self, n: usize) -> usize {
+        let mut gone = 0;
+        while let Some((place, _)) = self.queue.front() {
+            if *place >= n {
+                break;
+            }
+            if let Some((_, set)) = self.queue.pop_front() {
+                gone += set.len();
+            }
+        }
+        for (place, _) in &mut self.queue {
+            *place -= n;
+        }
+        self.held -= gone;
+        gone
+    }
+
+    /// Descriptors held.
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Whether none is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fds(n: usize) -> Vec<OwnedFd> {
+        let null = std::fs::File::open("/dev/null").expect("open");
+        (0..n)
+            .map(|_| OwnedFd::from(null.try_clone().expect("dup")))
+            .collect()
+    }
+
+    #[test]
+    fn attachments_bound_writes_and_go_with_the_head() {
+        let mut a = Attached::default();
+        a.attach(0, fds(1));
+        a.attach(5, fds(2));
+        a.attach(5, fds(1));
+        a.attach(9, fds(1));
+        assert_eq!((a.held(), a.at_head().len(), a.run()), (5, 1, Some(5)));
+        // A write of 3 from the head takes the first set.
+        assert_eq!(a.advance(3), 1);
+        assert_eq!((a.at_head().len(), a.run()), (0, Some(2)));
+        assert_eq!(a.advance(2), 0);
+        assert_eq!((a.at_head().len(), a.run()), (3, Some(4)));
+        assert_eq!(a.advance(10), 4);
+        assert!(a.is_empty());
+        assert_eq!((a.held(), a.run()), (0, None));
+    }
+}
