@@ -247,8 +247,10 @@ pub struct Config {
     /// [`MessageError::Full`](crate::MessageError::Full). Default 1024.
     pub message_queue: usize,
     /// Honour systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`: take
-    /// descriptor 3, once per process) and send readiness notifications
-    /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`). The one setting that
+    /// descriptor 3, once per process), send readiness notifications
+    /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`) and, with
+    /// `WATCHDOG_USEC` set (and `WATCHDOG_PID` unset or this process),
+    /// `WATCHDOG=1` from the loop every half of that period. The one setting that
     /// reads the environment, which is only read, never edited. On in the
     /// binary; off by default in the library, so an embedded server never
     /// speaks for its host program to the service manager.

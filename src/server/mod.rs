@@ -14,6 +14,7 @@
 //!                   signals -> stop or log; anything else -> the endpoint
 //!   the endpoint's turn: accept (bounded), work the ready list (bounded),
 //!                        fire due deadlines, reap what finished
+//!   ping systemd's watchdog if due
 //!   publish the counters
 //! ```
 //!
@@ -22,7 +23,8 @@
 //! list, reap list and timers), `accept` its admission of new
 //! connections, `pump` the per-connection I/O; `dgram` the datagram
 //! endpoint; `lifecycle` signals, shutdown and the final flush; `timers`
-//! the deadline heap; `logging` how peers are named and warnings limited.
+//! the deadline heap; `logging` how peers are named and warnings limited;
+//! `watchdog` systemd's `WATCHDOG=1`.
 //!
 //! mio is edge-triggered: each connection is read until `WouldBlock` (or a
 //! short read, which on a stream means the same), or, when its per-event
@@ -37,6 +39,7 @@ mod handle;
 mod lifecycle;
 mod logging;
 mod pump;
+mod watchdog;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -63,6 +66,7 @@ use conns::Connections;
 use dgram::Dgram;
 use handle::Shared;
 pub use handle::{Handle, MessageError};
+use watchdog::Watchdog;
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -146,6 +150,9 @@ pub struct Server<H: Handler<M> = Echo, M = ()> {
     signals: Option<Signals>,
     /// Shutdown began; connections must be flushed by this deadline.
     draining: Option<Instant>,
+    /// systemd's watchdog, pinged from the loop (only with
+    /// [`Config::systemd`] and `WATCHDOG_USEC` set).
+    watchdog: Option<Watchdog>,
 }
 
 impl Server<Echo> {
@@ -188,6 +195,10 @@ impl<H: Handler<M>, M> Server<H, M> {
             )
             .map_err(|e| Error::io("register", target("the socket"), e))?;
         let (messages, received) = mpsc::sync_channel(config.message_queue);
+        let watchdog = config
+            .systemd
+            .then(|| Watchdog::from_env(Instant::now()))
+            .flatten();
         let mut core = Core::new(config, handler, received);
         let endpoint = match core.config.socket_type {
             SocketType::Dgram => {
@@ -209,6 +220,7 @@ impl<H: Handler<M>, M> Server<H, M> {
             messages,
             signals: None,
             draining: None,
+            watchdog,
         })
     }
 
@@ -276,11 +288,18 @@ impl<H: Handler<M>, M> Server<H, M> {
             }
             let messages = self.core.messages_ready.then_some(now);
             let timers = self.core.world.timers.next();
-            let timeout = [self.endpoint.wakeup(now), self.draining, messages, timers]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| t.saturating_duration_since(now));
+            let ping = self.watchdog.as_ref().map(Watchdog::deadline);
+            let timeout = [
+                self.endpoint.wakeup(now),
+                self.draining,
+                messages,
+                timers,
+                ping,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -304,6 +323,10 @@ impl<H: Handler<M>, M> Server<H, M> {
                 .turn(&mut self.core, self.poll.registry(), now);
             if self.core.messages_ready {
                 self.deliver_messages(now);
+            }
+            // Last in the turn: a turn that never ends sends no ping.
+            if let Some(watchdog) = &mut self.watchdog {
+                watchdog.tick(now);
             }
             self.shared.stats.publish(&self.core.stats);
         }
