@@ -27,7 +27,8 @@ once); SIGUSR1 logs one 'stats key=value ...' line.
 Environment: LISTEN_PID/LISTEN_FDS (systemd socket activation: serve the
 inherited descriptor 3; PATH may be omitted), NOTIFY_SOCKET (READY=1 once
 listening, STOPPING=1 at shutdown), WATCHDOG_USEC/WATCHDOG_PID (WATCHDOG=1
-every half period, from the loop), JOURNAL_STREAM (log without timestamps).
+every half period, from the loop), JOURNAL_STREAM (when it names stderr:
+each line starts with its priority, <3> error to <7> debug, and has no time).
 
 Exit status: 0 after a signal, 1 on a runtime error, 2 on a usage error.";
 
