@@ -95,6 +95,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
+mod metrics;
 mod outbox;
 pub mod server;
 pub mod stats;
