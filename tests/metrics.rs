@@ -389,3 +389,18 @@ for f in text_string_to_metric_families(sys.stdin.read()):
     assert_eq!(parsed.lines().count(), samples(&body).len(), "{parsed}");
     assert!(server.stop().success());
 }
+
+#[test]
+fn a_metrics_address_that_is_the_served_one_is_a_usage_error() {
+    let dir = TempDir::new("metrics-same");
+    let main = dir.path("s.sock");
+    let main = main.to_str().unwrap();
+    let (status, log) =
+        common::run_to_exit(Command::new(common::bin()).args([main, "--metrics", main]));
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("--metrics"), "{log}");
+    assert!(!exists(Path::new(main)));
+    let (status, log) =
+        common::run_to_exit(Command::new(common::bin()).args([main, "--metrics", ""]));
+    assert_eq!(status.code(), Some(2), "{log}");
+}

@@ -23,6 +23,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 use socket2::Socket;
 
+use super::logging::RateLimited;
 use crate::config::{Address, Config, SocketType};
 use crate::error::Error;
 use crate::metrics::{respond, MAX_REQUEST};
@@ -82,6 +83,8 @@ pub(super) struct Metrics {
     deadline: Duration,
     /// The listener may have connections waiting.
     accept_ready: bool,
+    /// One warning a second for clients over [`MAX_SCRAPES`].
+    full_log: RateLimited,
 }
 
 impl Metrics {
@@ -116,6 +119,7 @@ impl Metrics {
             timers: Timers::default(),
             deadline: config.idle_timeout.map_or(DEADLINE, |t| t.min(DEADLINE)),
             accept_ready: false,
+            full_log: RateLimited::default(),
         })
     }
 
@@ -199,10 +203,12 @@ impl Metrics {
                 }
             };
             if self.scrapes.len() >= MAX_SCRAPES {
-                warn!(
-                    "metrics socket {}: {MAX_SCRAPES} clients open already; closing a new one",
-                    self.address
-                );
+                if let Some(n) = self.full_log.hit(now) {
+                    warn!(
+                        "metrics socket {}: {MAX_SCRAPES} clients open already; closing new ones ({n} in the last second)",
+                        self.address
+                    );
+                }
                 continue; // dropped: closed at once
             }
             let entry = self.scrapes.vacant_entry();
