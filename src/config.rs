@@ -247,12 +247,19 @@ pub struct Config {
     /// [`MessageError::Full`](crate::MessageError::Full). Default 1024.
     pub message_queue: usize,
     /// Honour systemd socket activation (`LISTEN_PID`/`LISTEN_FDS`: take
-    /// descriptor 3, once per process) and send readiness notifications
-    /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`). The one setting that
+    /// descriptor 3, once per process), send readiness notifications
+    /// (`READY=1`, `STOPPING=1` to `NOTIFY_SOCKET`) and, with
+    /// `WATCHDOG_USEC` set (and `WATCHDOG_PID` unset or this process),
+    /// `WATCHDOG=1` from the loop every half of that period. The one setting that
     /// reads the environment, which is only read, never edited. On in the
     /// binary; off by default in the library, so an embedded server never
     /// speaks for its host program to the service manager.
     pub systemd: bool,
+    /// A second stream socket answering `GET /metrics` with the counters
+    /// in the Prometheus text format (`--metrics`); its file follows the
+    /// same rules as the main one (exact `mode` and `group`, a stale one
+    /// replaced, a live one refused, removed only if still ours).
+    pub metrics: Option<Address>,
 }
 
 impl Config {
@@ -283,7 +290,8 @@ impl Config {
     /// [`Error::Config`] naming the offending option: a framing other than
     /// `raw` with a message-based type, a zero `--max-frame`,
     /// `--max-buffer`, `--backlog` or `--max-connections`, a mode outside
-    /// `0..=0o777`, or socket-file options with an abstract address.
+    /// `0..=0o777`, socket-file options with no socket file to apply them
+    /// to, or a metrics address that is the served one.
     pub fn validate(&self) -> Result<(), Error> {
         let bad = |msg: String| Err(Error::Config(msg));
         if self.socket_type != SocketType::Stream && self.framing != Framing::Raw {
@@ -313,12 +321,21 @@ impl Config {
                 self.mode
             ));
         }
+        let metrics_file = matches!(self.metrics, Some(Address::Path(_)));
         if let Some(Address::Abstract(name)) = &self.address {
-            if self.group.is_some() {
+            if self.group.is_some() && !metrics_file {
                 return bad("--group applies to socket files; an abstract address has none".into());
             }
             if name.is_empty() {
                 return bad("abstract address '@' needs a name".into());
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            if Some(metrics) == self.address.as_ref() {
+                return bad(format!("--metrics {metrics} is the address served already"));
+            }
+            if matches!(metrics, Address::Abstract(name) if name.is_empty()) {
+                return bad("--metrics: abstract address '@' needs a name".into());
             }
         }
         if self.address.is_none() && !self.systemd {
@@ -347,6 +364,7 @@ impl Default for Config {
             backlog: 1024,
             message_queue: 1024,
             systemd: false,
+            metrics: None,
         }
     }
 }

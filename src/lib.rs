@@ -96,6 +96,7 @@ pub mod fds;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handler;
+mod metrics;
 mod outbox;
 pub mod server;
 pub mod stats;

@@ -4,14 +4,27 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// One counter of the stats line, as [`Stats::counters`] lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Counter {
+    /// Its key in the stats line (`bytes_in`).
+    pub(crate) key: &'static str,
+    /// What it counts: the field's doc comment.
+    pub(crate) help: &'static str,
+    pub(crate) value: u64,
+}
+
+/// The one table of counters below makes the struct, its atomic copy, the
+/// stats line and the list of [`Counter`]s the metrics endpoint renders:
+/// a counter added there appears in all of them.
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident,)*) => {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
         /// A snapshot of the server's counters. `Display` gives the logfmt
         /// line logged on SIGUSR1 and at shutdown.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         #[non_exhaustive]
         pub struct Stats {
-            $($(#[$doc])* pub $name: u64,)*
+            $($(#[doc = $doc])* pub $name: u64,)*
         }
 
         /// The published copy of [`Stats`], readable from any thread.
@@ -27,6 +40,20 @@ macro_rules! counters {
 
             pub(crate) fn load(&self) -> Stats {
                 Stats { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+
+        impl Stats {
+            /// How many counters there are.
+            const COUNT: usize = [$(stringify!($name)),*].len();
+
+            /// Every counter, in the stats line's order.
+            pub(crate) fn counters(&self) -> [Counter; Stats::COUNT] {
+                [$(Counter {
+                    key: stringify!($name),
+                    help: concat!($($doc),*),
+                    value: self.$name,
+                },)*]
             }
         }
 

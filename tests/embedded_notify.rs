@@ -42,6 +42,9 @@ fn an_embedded_server_sends_no_notifications() {
             "1",
         ])
         .env("NOTIFY_SOCKET", &notify_path)
+        // Nor watchdog pings, even when systemd asks the process for them.
+        .env("WATCHDOG_USEC", "2000")
+        .env_remove("WATCHDOG_PID")
         .env(CHILD_DIR, &dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

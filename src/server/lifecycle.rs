@@ -92,13 +92,17 @@ impl<H: Handler<M>, M> Server<H, M> {
     }
 
     /// No more connections or datagrams are taken; the socket file, if it
-    /// is still ours, is removed (dropping its guard does it).
+    /// is still ours, is removed (dropping its guard does it), and so is
+    /// the metrics socket.
     fn stop_listening(&mut self) {
         match &mut self.endpoint {
             Endpoint::Connections(c) => c.stop_listening(self.poll.registry()),
             Endpoint::Datagrams(d) => d.stop_reading(),
         }
         self.file = None;
+        // Scrapes in flight are dropped with it: the counters they would
+        // get are logged at the end anyway.
+        self.metrics = None;
     }
 
     /// The end of [`run`](Self::run), however it ended: everything still
@@ -134,6 +138,9 @@ impl<H: Handler<M>, M> Server<H, M> {
                 ""
             }
         );
+        if let Some(m) = &self.metrics {
+            info!("metrics on {} (GET /metrics)", m.address);
+        }
         if matches!(config.address, Some(Address::Abstract(_))) && !config.checks_credentials() {
             warn!("{addr} is an abstract address: file permissions do not apply, any process in this network namespace can connect or send to it (use --allow-uid/--allow-gid)");
         }

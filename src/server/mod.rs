@@ -14,6 +14,8 @@
 //!                   signals -> stop or log; anything else -> the endpoint
 //!   the endpoint's turn: accept (bounded), work the ready list (bounded),
 //!                        fire due deadlines, reap what finished
+//!   the metrics socket's turn: accept (bounded), drop overdue clients
+//!   ping systemd's watchdog if due
 //!   publish the counters
 //! ```
 //!
@@ -22,7 +24,9 @@
 //! list, reap list and timers), `accept` its admission of new
 //! connections, `pump` the per-connection I/O; `dgram` the datagram
 //! endpoint; `lifecycle` signals, shutdown and the final flush; `timers`
-//! the deadline heap; `logging` how peers are named and warnings limited.
+//! the deadline heap; `logging` how peers are named and warnings limited;
+//! `metrics` the metrics socket and its clients; `watchdog` systemd's
+//! `WATCHDOG=1`.
 //!
 //! mio is edge-triggered: each connection is read until `WouldBlock` (or a
 //! short read, which on a stream means the same), or, when its per-event
@@ -36,7 +40,9 @@ mod dgram;
 mod handle;
 mod lifecycle;
 mod logging;
+mod metrics;
 mod pump;
+mod watchdog;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -63,6 +69,8 @@ use conns::Connections;
 use dgram::Dgram;
 use handle::Shared;
 pub use handle::{Handle, MessageError};
+use metrics::Metrics;
+use watchdog::Watchdog;
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -146,6 +154,12 @@ pub struct Server<H: Handler<M> = Echo, M = ()> {
     signals: Option<Signals>,
     /// Shutdown began; connections must be flushed by this deadline.
     draining: Option<Instant>,
+    /// The metrics socket and its clients (`--metrics`); `None` without
+    /// one, and once shutdown began.
+    metrics: Option<Metrics>,
+    /// systemd's watchdog, pinged from the loop (only with
+    /// [`Config::systemd`] and `WATCHDOG_USEC` set).
+    watchdog: Option<Watchdog>,
 }
 
 impl Server<Echo> {
@@ -187,7 +201,15 @@ impl<H: Handler<M>, M> Server<H, M> {
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("register", target("the socket"), e))?;
+        let metrics = match &config.metrics {
+            Some(address) => Some(Metrics::bind(&config, address, poll.registry())?),
+            None => None,
+        };
         let (messages, received) = mpsc::sync_channel(config.message_queue);
+        let watchdog = config
+            .systemd
+            .then(|| Watchdog::from_env(Instant::now()))
+            .flatten();
         let mut core = Core::new(config, handler, received);
         let endpoint = match core.config.socket_type {
             SocketType::Dgram => {
@@ -209,6 +231,8 @@ impl<H: Handler<M>, M> Server<H, M> {
             messages,
             signals: None,
             draining: None,
+            metrics,
+            watchdog,
         })
     }
 
@@ -276,11 +300,20 @@ impl<H: Handler<M>, M> Server<H, M> {
             }
             let messages = self.core.messages_ready.then_some(now);
             let timers = self.core.world.timers.next();
-            let timeout = [self.endpoint.wakeup(now), self.draining, messages, timers]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|t| t.saturating_duration_since(now));
+            let ping = self.watchdog.as_ref().map(Watchdog::deadline);
+            let scrapes = self.metrics.as_ref().and_then(|m| m.wakeup(now));
+            let timeout = [
+                self.endpoint.wakeup(now),
+                scrapes,
+                self.draining,
+                messages,
+                timers,
+                ping,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(now));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -292,6 +325,7 @@ impl<H: Handler<M>, M> Server<H, M> {
                 match event.token() {
                     WAKER => self.core.messages_ready = true,
                     SIGNALS => self.take_signals(now),
+                    t if metrics::owns(t) => self.on_metrics_event(event),
                     _ => self
                         .endpoint
                         .on_event(event, &mut self.core, &self.poll, now),
@@ -302,8 +336,15 @@ impl<H: Handler<M>, M> Server<H, M> {
             }
             self.endpoint
                 .turn(&mut self.core, self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.turn(self.poll.registry(), &mut self.core.scratch, now);
+            }
             if self.core.messages_ready {
                 self.deliver_messages(now);
+            }
+            // Last in the turn: a turn that never ends sends no ping.
+            if let Some(watchdog) = &mut self.watchdog {
+                watchdog.tick(now);
             }
             self.shared.stats.publish(&self.core.stats);
         }
@@ -311,6 +352,15 @@ impl<H: Handler<M>, M> Server<H, M> {
 }
 
 impl<H: Handler<M>, M> Server<H, M> {
+    /// An event of the metrics socket or one of its clients, answered
+    /// from the counters as they are now (as SIGUSR1 would log them).
+    fn on_metrics_event(&mut self, event: &Event) {
+        if let Some(m) = &mut self.metrics {
+            let Core { scratch, stats, .. } = &mut self.core;
+            m.on_event(event, scratch, stats, self.poll.registry());
+        }
+    }
+
     /// Hands waiting messages to the handler (bounded per turn; the rest
     /// wait for the next, which does not sleep).
     fn deliver_messages(&mut self, now: Instant) {

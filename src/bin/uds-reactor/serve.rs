@@ -24,9 +24,15 @@ Signals: SIGINT/SIGTERM/SIGHUP stop accepting, remove the socket file and
 flush pending output for up to --drain-timeout (a second signal exits at
 once); SIGUSR1 logs one 'stats key=value ...' line.
 
+Metrics: with --metrics, `curl --unix-socket PATH http://localhost/metrics`
+gives the same counters as uds_reactor_<key>_total and
+uds_reactor_open_connections.
+
 Environment: LISTEN_PID/LISTEN_FDS (systemd socket activation: serve the
 inherited descriptor 3; PATH may be omitted), NOTIFY_SOCKET (READY=1 once
-listening, STOPPING=1 at shutdown), JOURNAL_STREAM (log without timestamps).
+listening, STOPPING=1 at shutdown), WATCHDOG_USEC/WATCHDOG_PID (WATCHDOG=1
+every half period, from the loop), JOURNAL_STREAM (when it names stderr:
+each line starts with its priority, <3> error to <7> debug, and has no time).
 
 Exit status: 0 after a signal, 1 on a runtime error, 2 on a usage error.";
 
@@ -100,6 +106,12 @@ pub struct ServeArgs {
     )]
     backlog: i32,
 
+    /// A second socket (path or @name) answering `GET /metrics` with the
+    /// counters in the Prometheus text format; its file gets --mode and
+    /// --group like the main one.
+    #[arg(long, value_name = "PATH")]
+    metrics: Option<OsString>,
+
     /// Log level: off, error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
     log_level: LevelFilter,
@@ -149,6 +161,10 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
         return Err("the socket PATH is empty".into());
     }
     let address = args.path.as_deref().map(Address::parse);
+    if args.metrics.as_ref().is_some_and(|p| p.is_empty()) {
+        return Err("the --metrics PATH is empty".into());
+    }
+    let metrics = args.metrics.as_deref().map(Address::parse);
     if socket_type == SocketType::Dgram {
         for flag in ["backlog", "max_connections", "idle_timeout"] {
             if given(flag) {
@@ -159,7 +175,12 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
             }
         }
     }
-    if matches!(address, Some(Address::Abstract(_))) && (given("mode") || given("group")) {
+    // They apply to the metrics socket's file too, if it has one.
+    let metrics_file = matches!(metrics, Some(Address::Path(_)));
+    if matches!(address, Some(Address::Abstract(_)))
+        && !metrics_file
+        && (given("mode") || given("group"))
+    {
         return Err(
             "--mode and --group apply to socket files; an abstract address (@name) has none".into(),
         );
@@ -179,6 +200,7 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
     config.idle_timeout = (!args.idle_timeout.is_zero()).then_some(args.idle_timeout);
     config.drain_timeout = args.drain_timeout;
     config.backlog = args.backlog;
+    config.metrics = metrics;
     // The binary opts in to systemd: activation and notifications.
     config.systemd = true;
     // Without a PATH the library decides: it serves what systemd passed,
