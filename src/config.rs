@@ -239,6 +239,10 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// How long pending output may still be flushed at shutdown.
     pub drain_timeout: Duration,
+    /// Descriptors one received message may carry (`--max-fds`, at most
+    /// 253); they go back with its echo. 0 (the default): none are taken
+    /// (the kernel closes any a peer sends) and reads are plain reads.
+    pub max_fds: usize,
     /// Listen backlog (`--backlog`).
     pub backlog: i32,
     /// How many messages other threads may have sent
@@ -289,7 +293,8 @@ impl Config {
     ///
     /// [`Error::Config`] naming the offending option: a framing other than
     /// `raw` with a message-based type, a zero `--max-frame`,
-    /// `--max-buffer`, `--backlog` or `--max-connections`, a mode outside
+    /// `--max-buffer`, `--backlog` or `--max-connections`, `--max-fds`
+    /// over 253, a mode outside
     /// `0..=0o777`, socket-file options with no socket file to apply them
     /// to, or a metrics address that is the served one.
     pub fn validate(&self) -> Result<(), Error> {
@@ -308,6 +313,12 @@ impl Config {
         }
         if self.max_buffer == 0 {
             return bad("--max-buffer must be at least 1".into());
+        }
+        if self.max_fds > crate::fds::MAX_FDS {
+            return bad(format!(
+                "--max-fds must be at most {} (the kernel's SCM_MAX_FD)",
+                crate::fds::MAX_FDS
+            ));
         }
         if self.backlog <= 0 {
             return bad("--backlog must be at least 1".into());
@@ -361,6 +372,7 @@ impl Default for Config {
             max_connections: None,
             idle_timeout: None,
             drain_timeout: Duration::from_secs(5),
+            max_fds: 0,
             backlog: 1024,
             message_queue: 1024,
             systemd: false,

@@ -24,12 +24,14 @@
 //! socket would block (`pending`, not an empty `transmit`: a message
 //! socket may owe an empty message).
 
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use crate::buffer::{Buffer, Spares, READ_SIZE};
 use crate::codec::{Decoder, Eof, Frame, FrameError};
 use crate::config::{Config, Framing, SocketType};
 use crate::ctl::Ctl;
+use crate::fds::Attached;
 use crate::handler::{Closed, ConnId, Context, Handler, PeerCred};
 use crate::outbox::{self, Outbox};
 
@@ -49,6 +51,8 @@ pub struct Limits {
     pub idle_timeout: Option<Duration>,
     /// How long a closing connection may take to flush its output.
     pub drain_timeout: Duration,
+    /// Descriptors one message (on a stream: one frame) may carry.
+    pub max_fds: usize,
 }
 
 impl Limits {
@@ -61,6 +65,7 @@ impl Limits {
             max_buffer: config.max_buffer,
             idle_timeout: config.idle_timeout,
             drain_timeout: config.drain_timeout,
+            max_fds: config.max_fds,
         }
     }
 
@@ -100,6 +105,10 @@ pub enum CloseReason {
     DrainTimeout,
     /// The handler asked to close.
     Handler,
+    /// The peer sent more descriptors than `--max-fds` allows (in one
+    /// message, or in one frame on a stream), or the kernel lost some
+    /// (the server was out of descriptors).
+    Descriptors,
     /// Reading or writing failed (the peer went away).
     Io,
 }
@@ -138,14 +147,28 @@ enum Phase {
 #[derive(Debug)]
 pub struct Conn<S> {
     decoder: Decoder,
-    /// Unsent output: bytes for a stream, records for messages.
-    out: Buffer,
+    /// Unsent output, and the descriptors attached to it.
+    out: Output,
+    /// Descriptors received and not yet handed to a frame's callback
+    /// (they go with the next frame delivered); made on first use.
+    // Box<Vec>, not Vec: one word instead of three in every connection,
+    // and most never receive a descriptor.
+    #[allow(clippy::box_collection)]
+    fds_in: Option<Box<Vec<OwnedFd>>>,
     state: S,
     peer: Option<PeerCred>,
     /// Last traffic either way (or when closing began).
     last_active: Instant,
     phase: Phase,
     reason: Option<CloseReason>,
+}
+
+/// A connection's unsent output: bytes for a stream, records for
+/// messages, and the descriptors attached to them (made on first use).
+#[derive(Debug, Default)]
+struct Output {
+    bytes: Buffer,
+    fds: Option<Box<Attached>>,
 }
 
 /// What a [`Conn`] asks the driver to register.
@@ -173,13 +196,14 @@ impl<S> Conn<S> {
     where
         H: Handler<M, State = S>,
     {
-        let mut out = Buffer::new();
-        let mut cx = context(id, peer, limits, &mut out, &mut spares.output, ctl);
+        let mut out = Output::default();
+        let mut cx = context(id, peer, limits, &mut out, None, &mut spares.output, ctl);
         let state = handler.open(&mut cx);
         let (close, sent) = cx.outcome();
         let mut conn = Conn {
             decoder: Decoder::new(limits.framing, limits.max_frame),
             out,
+            fds_in: None,
             state,
             peer,
             last_active: now,
@@ -245,6 +269,7 @@ impl<S> Conn<S> {
         &mut self,
         payload: &[u8],
         framed: bool,
+        fds: Vec<OwnedFd>,
         limits: &Limits,
         spares: &mut Spares,
         ctl: &mut Ctl<'_>,
@@ -262,15 +287,12 @@ impl<S> Conn<S> {
             self.peer,
             limits,
             &mut self.out,
+            None,
             &mut spares.output,
             ctl,
         );
         // The size was checked (and counted) when the push was queued.
-        let _ = if framed {
-            cx.send(payload)
-        } else {
-            cx.send_wire(payload)
-        };
+        let _ = cx.send_fds_as(payload, framed, fds);
     }
 
     /// Closes the connection on the handler's word (a
@@ -296,6 +318,7 @@ impl<S> Conn<S> {
             self.peer,
             limits,
             &mut self.out,
+            None,
             &mut spares.output,
             ctl,
         );
@@ -333,7 +356,9 @@ impl<S> Conn<S> {
         }
         self.last_active = now;
         let Spares { input, output } = spares;
-        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output, ctl);
+        let received = self.fds_in.as_deref_mut();
+        let mut delivery =
+            Delivery::new(id, self.peer, limits, &mut self.out, received, output, ctl);
         let result = self.decoder.decode(data, input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
@@ -342,11 +367,33 @@ impl<S> Conn<S> {
             // The partial frame will never complete: do not hold it (up to
             // max_frame) while the output drains to a slow peer.
             self.decoder.clear(input);
+            self.fds_in = None;
             self.begin_close(CloseReason::Frame(e));
         } else if close {
             self.begin_close(CloseReason::Handler);
         }
         tally
+    }
+
+    /// Descriptors came with the read about to be fed to
+    /// [`handle_read`](Self::handle_read) (call this first): they go with
+    /// the next frame delivered. `lost` says the kernel dropped some
+    /// (`MSG_CTRUNC`). More than `max_fds` for one frame, or any lost,
+    /// closes the connection as a protocol violation
+    /// ([`CloseReason::Descriptors`]): it reads nothing more, flushes what
+    /// it owes, and every descriptor it received and holds is closed.
+    /// Takes them all out of `fds`.
+    pub fn handle_fds(&mut self, fds: &mut Vec<OwnedFd>, lost: bool, limits: &Limits) {
+        if self.read_done() {
+            fds.clear();
+            return;
+        }
+        let held = self.fds_in.get_or_insert_with(Box::default);
+        held.append(fds);
+        if lost || held.len() > limits.max_fds {
+            held.clear();
+            self.begin_close(CloseReason::Descriptors);
+        }
     }
 
     /// The peer shut down its write side (a zero-length read): decode what
@@ -367,7 +414,9 @@ impl<S> Conn<S> {
         }
         self.phase = Phase::Eof;
         let Spares { input, output } = spares;
-        let mut delivery = Delivery::new(id, self.peer, limits, &mut self.out, output, ctl);
+        let received = self.fds_in.as_deref_mut();
+        let mut delivery =
+            Delivery::new(id, self.peer, limits, &mut self.out, received, output, ctl);
         let eof = self.decoder.decode_eof(input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
@@ -384,12 +433,35 @@ impl<S> Conn<S> {
     /// The next bytes to write: all pending bytes on a stream, the next
     /// whole message on a message socket; empty when nothing is pending.
     pub fn transmit(&self, limits: &Limits) -> &[u8] {
-        let pending = self.out.as_slice();
+        let pending = self.out.bytes.as_slice();
         if limits.messages {
             outbox::first_record(pending)
         } else {
             pending
         }
+    }
+
+    /// As [`transmit`](Self::transmit), with the descriptors that go with
+    /// it: the bytes stop short of the next ones attached further on (a
+    /// write carries at most one set, on its first byte).
+    #[inline]
+    pub fn transmit_fds(&self, limits: &Limits) -> (&[u8], &[OwnedFd]) {
+        let data = self.transmit(limits);
+        match self.out.fds.as_deref() {
+            None => (data, &[]),
+            Some(at) => {
+                let data = match at.run() {
+                    Some(run) if !limits.messages => &data[..run.min(data.len())],
+                    _ => data,
+                };
+                (data, at.at_head())
+            }
+        }
+    }
+
+    /// Descriptors attached to unsent output.
+    pub fn fds_pending(&self) -> usize {
+        self.out.fds.as_deref().map_or(0, Attached::held)
     }
 
     /// `n` bytes of [`transmit`](Self::transmit) were written at `now`; on
@@ -402,12 +474,19 @@ impl<S> Conn<S> {
             self.last_active = now;
         }
         let n = if limits.messages {
-            outbox::first_record_len(self.out.as_slice())
+            outbox::first_record_len(self.out.bytes.as_slice())
         } else {
             n
         };
-        self.out.consume(n, &mut spares.output);
-        self.out.shrink(limits.out_limit());
+        if let Some(at) = self.out.fds.as_deref_mut() {
+            if n > 0 {
+                // The set at the head went with the write: this side's
+                // copies close.
+                at.advance(n);
+            }
+        }
+        self.out.bytes.consume(n, &mut spares.output);
+        self.out.bytes.shrink(limits.out_limit());
     }
 
     /// A message longer than `max_frame` arrived (and was truncated by the
@@ -461,10 +540,15 @@ impl<S> Conn<S> {
         }
     }
 
-    /// Whether the driver should read now: input is still expected and the
-    /// unsent output is under `max_buffer`.
+    /// Whether the driver should read now: input is still expected, the
+    /// unsent output is under `max_buffer`, and (with `max_fds` > 0) it
+    /// holds fewer than `max_fds` descriptors waiting to go back, so a
+    /// peer that does not read makes the server hold at most
+    /// `2 * max_fds - 1` of its descriptors.
     pub fn wants_read(&self, limits: &Limits) -> bool {
-        !self.read_done() && self.out.len() < limits.max_buffer
+        !self.read_done()
+            && self.out.bytes.len() < limits.max_buffer
+            && (limits.max_fds == 0 || self.fds_pending() < limits.max_fds)
     }
 
     /// The readiness to register, a pure function of the state: READABLE
@@ -474,14 +558,14 @@ impl<S> Conn<S> {
     pub fn interest(&self) -> Wants {
         Wants {
             read: !self.read_done(),
-            write: !self.is_done() && !self.out.is_empty(),
+            write: !self.is_done() && !self.out.bytes.is_empty(),
         }
     }
 
     /// Whether the connection is finished and can be reaped: killed, or no
     /// more input and no output left.
     pub fn is_done(&self) -> bool {
-        self.phase == Phase::Dead || (self.read_done() && self.out.is_empty())
+        self.phase == Phase::Dead || (self.read_done() && self.out.bytes.is_empty())
     }
 
     /// Why it closed, if not by a normal end of input.
@@ -491,12 +575,12 @@ impl<S> Conn<S> {
 
     /// Bytes of unsent output.
     pub fn pending(&self) -> usize {
-        self.out.len()
+        self.out.bytes.len()
     }
 
     /// Bytes of heap memory held (output plus partial input).
     pub fn memory(&self) -> usize {
-        self.out.capacity() + self.decoder.capacity()
+        self.out.bytes.capacity() + self.decoder.capacity()
     }
 
     /// Why the connection ended (or is ending): the reason it was given,
@@ -520,7 +604,8 @@ impl<S> Conn<S> {
     ) where
         H: Handler<M, State = S>,
     {
-        self.out.release(&mut spares.output);
+        self.out.bytes.release(&mut spares.output);
+        self.out.fds = None;
         self.decoder.clear(&mut spares.input);
         let closed = Closed {
             id,
@@ -545,7 +630,9 @@ impl<S> Conn<S> {
     fn kill(&mut self, reason: CloseReason, spares: &mut Spares) {
         self.phase = Phase::Dead;
         self.reason.get_or_insert(reason);
-        self.out.release(&mut spares.output);
+        self.fds_in = None;
+        self.out.bytes.release(&mut spares.output);
+        self.out.fds = None;
         self.decoder.clear(&mut spares.input);
     }
 }
@@ -556,21 +643,24 @@ fn context<'a>(
     id: ConnId,
     peer: Option<PeerCred>,
     limits: &Limits,
-    out: &'a mut Buffer,
+    out: &'a mut Output,
+    received: Option<&'a mut Vec<OwnedFd>>,
     spare: &'a mut Vec<u8>,
     ctl: &'a mut Ctl<'_>,
 ) -> Context<'a> {
     let limit = limits.out_limit();
+    let Output { bytes: out, fds } = out;
     let outbox = if limits.messages {
-        Outbox::Messages { out, limit }
+        Outbox::Messages { out, limit, fds }
     } else {
         Outbox::Stream {
             out,
             framing: limits.framing,
             limit,
+            fds,
         }
     };
-    Context::new(id, peer, outbox, spare, ctl.reborrow())
+    Context::new(id, peer, outbox, received, spare, ctl.reborrow())
 }
 
 /// Hands decoded frames to the handler one by one, counting them and
@@ -579,7 +669,10 @@ struct Delivery<'a, 'c> {
     id: ConnId,
     peer: Option<PeerCred>,
     limits: &'a Limits,
-    out: &'a mut Buffer,
+    out: &'a mut Output,
+    /// The descriptors waiting for the next frame; those its callback
+    /// leaves are closed after it.
+    received: Option<&'a mut Vec<OwnedFd>>,
     spare: &'a mut Vec<u8>,
     ctl: &'a mut Ctl<'c>,
     tally: Tally,
@@ -591,7 +684,8 @@ impl<'a, 'c> Delivery<'a, 'c> {
         id: ConnId,
         peer: Option<PeerCred>,
         limits: &'a Limits,
-        out: &'a mut Buffer,
+        out: &'a mut Output,
+        received: Option<&'a mut Vec<OwnedFd>>,
         spare: &'a mut Vec<u8>,
         ctl: &'a mut Ctl<'c>,
     ) -> Delivery<'a, 'c> {
@@ -600,6 +694,7 @@ impl<'a, 'c> Delivery<'a, 'c> {
             peer,
             limits,
             out,
+            received,
             spare,
             ctl,
             tally: Tally::default(),
@@ -619,11 +714,15 @@ impl<'a, 'c> Delivery<'a, 'c> {
             self.peer,
             self.limits,
             self.out,
+            self.received.as_deref_mut(),
             self.spare,
             self.ctl,
         );
         handler.frame(state, frame, &mut cx);
         let (close, sent) = cx.outcome();
+        if let Some(left) = self.received.as_deref_mut() {
+            left.clear(); // not taken: closed
+        }
         self.tally.frames_in += 1;
         self.tally.frames_out += sent;
         self.close = close;

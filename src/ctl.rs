@@ -10,6 +10,7 @@
 //! small table beside its connections ([`Peers`]): for each open one, its
 //! id and the bytes it has not written yet.
 
+use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 use socket2::SockAddr;
@@ -142,6 +143,8 @@ pub(crate) enum Push {
         to: ConnId,
         len: usize,
         framed: bool,
+        /// Descriptors go with it: the next entry of the push fds.
+        fds: bool,
     },
     /// Close `to` once what it owes is written.
     Close { to: ConnId },
@@ -153,6 +156,8 @@ pub(crate) enum Push {
 pub(crate) struct Pushes {
     ops: Vec<Push>,
     bytes: Vec<u8>,
+    /// The descriptors of the pushes that carry some, in order.
+    fds: Vec<Vec<OwnedFd>>,
 }
 
 impl Pushes {
@@ -161,22 +166,31 @@ impl Pushes {
         self.ops.is_empty()
     }
 
-    /// Takes the pushes out, in order, with their bytes; `done` gives the
-    /// (emptied) buffers back, keeping their allocations.
-    pub(crate) fn take(&mut self) -> (Vec<Push>, Vec<u8>) {
+    /// Takes the pushes out, in order, with their bytes and descriptors;
+    /// `done` gives the (emptied) buffers back, keeping their allocations.
+    pub(crate) fn take(&mut self) -> (Vec<Push>, Vec<u8>, Vec<Vec<OwnedFd>>) {
         (
             std::mem::take(&mut self.ops),
             std::mem::take(&mut self.bytes),
+            std::mem::take(&mut self.fds),
         )
     }
 
-    /// Gives back what [`take`](Self::take) took, emptied.
-    pub(crate) fn done(&mut self, mut ops: Vec<Push>, mut bytes: Vec<u8>) {
+    /// Gives back what [`take`](Self::take) took, emptied (descriptors
+    /// not taken out of `fds` are closed).
+    pub(crate) fn done(
+        &mut self,
+        mut ops: Vec<Push>,
+        mut bytes: Vec<u8>,
+        mut fds: Vec<Vec<OwnedFd>>,
+    ) {
         if self.ops.is_empty() {
             ops.clear();
             bytes.clear();
+            fds.clear();
             self.ops = ops;
             self.bytes = bytes;
+            self.fds = fds;
         }
     }
 }
@@ -406,6 +420,29 @@ impl Ctl<'_> {
         self.push(id, bytes, false)
     }
 
+    /// As [`send_to`](Self::send_to), with `fds` attached to the frame (see
+    /// [`Context::send_with_fds`](crate::Context::send_with_fds)).
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to`](Self::send_to); nothing is queued and `fds` are
+    /// closed.
+    pub fn send_to_with_fds(
+        &mut self,
+        id: ConnId,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
+        self.push(id, payload, true)?;
+        if !fds.is_empty() {
+            if let Some(Push::Send { fds: with, .. }) = self.world.pushes.ops.last_mut() {
+                *with = true;
+                self.world.pushes.fds.push(fds);
+            }
+        }
+        Ok(())
+    }
+
     /// Closes connection `id` once what it owes (pushes included) is
     /// written, within the drain timeout; it reads nothing more meanwhile,
     /// and its handler's `close` follows with `CloseReason::Handler`.
@@ -432,18 +469,27 @@ impl Ctl<'_> {
     /// [`SendError::Full`] when the reply queue holds `--max-buffer`
     /// already; [`SendError::TooLarge`] over 4 GiB.
     pub fn send_datagram(&mut self, to: &SockAddr, bytes: &[u8]) -> Result<(), SendError> {
+        self.send_datagram_with_fds(to, bytes, Vec::new())
+    }
+
+    /// As [`send_datagram`](Self::send_datagram), with `fds` attached.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_datagram`](Self::send_datagram); nothing is queued and
+    /// `fds` are closed.
+    pub fn send_datagram_with_fds(
+        &mut self,
+        to: &SockAddr,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
         let max_buffer = self.world.framer.max_buffer;
         let queue = self
             .datagrams
             .as_deref_mut()
             .ok_or(SendError::Unsupported)?;
-        if queue.cost() >= max_buffer {
-            return Err(SendError::Full {
-                pending: queue.cost(),
-                limit: max_buffer,
-            });
-        }
-        queue.push_to(to, bytes)
+        queue_datagram(queue, max_buffer, to, bytes, fds)
     }
 
     /// Calls [`Handler::server_timer`](crate::Handler::server_timer) with
@@ -516,7 +562,31 @@ impl Ctl<'_> {
             to: id,
             len: payload.len(),
             framed,
+            fds: false,
         });
         Ok(())
     }
+}
+
+/// Queues one datagram to `to` with `fds`, unless the queue holds
+/// `max_buffer` already.
+pub(crate) fn queue_datagram(
+    queue: &mut Datagrams,
+    max_buffer: usize,
+    to: &SockAddr,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<(), SendError> {
+    if queue.cost() >= max_buffer {
+        return Err(SendError::Full {
+            pending: queue.cost(),
+            limit: max_buffer,
+        });
+    }
+    let place = queue.len();
+    queue.push_to(to, bytes)?;
+    if !fds.is_empty() {
+        queue.attach(place, fds);
+    }
+    Ok(())
 }

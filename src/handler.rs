@@ -5,6 +5,7 @@
 //! an outbox, and the server writes it once the callback returns.
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 
 use socket2::SockAddr;
 
@@ -195,7 +196,12 @@ impl Handler for Echo {
 
     fn frame(&mut self, _: &mut (), frame: Frame<'_>, cx: &mut Context<'_>) {
         // A received frame always fits back on the wire it came from.
-        let _ = cx.send_wire(frame.wire());
+        if cx.fds().is_empty() {
+            let _ = cx.send_wire(frame.wire());
+        } else {
+            let fds = cx.take_fds();
+            let _ = cx.send_wire_with_fds(frame.wire(), fds);
+        }
     }
 }
 
@@ -206,6 +212,8 @@ pub struct Context<'a> {
     peer: Option<PeerCred>,
     outbox: Outbox<'a>,
     ctl: Ctl<'a>,
+    /// The descriptors that came with the frame being handled.
+    received: Option<&'a mut Vec<OwnedFd>>,
     /// The server's spare allocation, lent to an output buffer that needs
     /// memory (see [`crate::buffer`]).
     spare: &'a mut Vec<u8>,
@@ -221,6 +229,7 @@ impl<'a> Context<'a> {
         id: ConnId,
         peer: Option<PeerCred>,
         outbox: Outbox<'a>,
+        received: Option<&'a mut Vec<OwnedFd>>,
         spare: &'a mut Vec<u8>,
         ctl: Ctl<'a>,
     ) -> Context<'a> {
@@ -229,6 +238,7 @@ impl<'a> Context<'a> {
             peer,
             outbox,
             ctl,
+            received,
             spare,
             close: false,
             sent: 0,
@@ -238,6 +248,18 @@ impl<'a> Context<'a> {
     /// What the callback asked for: `(close, replies queued)`.
     pub(crate) fn outcome(&self) -> (bool, u64) {
         (self.close, self.sent)
+    }
+
+    /// Queues `payload` framed (or verbatim) with `fds` attached.
+    pub(crate) fn send_fds_as(
+        &mut self,
+        payload: &[u8],
+        framed: bool,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
+        self.outbox.send_fds(payload, framed, fds, self.spare)?;
+        self.sent += 1;
+        Ok(())
     }
 }
 
@@ -261,6 +283,27 @@ impl Context<'_> {
             Outbox::Datagrams { to, .. } => Some(to),
             _ => None,
         }
+    }
+
+    /// The descriptors (`SCM_RIGHTS`) that came with the frame being
+    /// handled, in the order they came; empty in other callbacks, and
+    /// unless the server takes descriptors
+    /// ([`Config::max_fds`](crate::Config::max_fds)). On a stream they
+    /// came with the read that began inside this frame. Those the callback
+    /// does not [`take`](Self::take_fds) are closed when it returns.
+    pub fn fds(&self) -> &[OwnedFd] {
+        self.received.as_deref().map_or(&[], Vec::as_slice)
+    }
+
+    /// Takes the descriptors that came with the frame being handled: the
+    /// handler's to keep, send on (with
+    /// [`send_with_fds`](Self::send_with_fds) and the like) or drop, which
+    /// closes them.
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        self.received
+            .as_deref_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Bytes of replies waiting to be written on this connection. A handler
@@ -316,6 +359,53 @@ impl Context<'_> {
         Ok(())
     }
 
+    /// As [`send`](Self::send), with `fds` attached: on a stream to the
+    /// reply's first byte, on seqpacket and dgram to the message. The
+    /// server holds them until they are written (they count towards
+    /// nothing but the bytes they ride with), then closes its copies; if
+    /// the connection ends first, they are closed unsent.
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Self::send); nothing is queued and `fds` are closed.
+    ///
+    /// # Examples
+    ///
+    /// A handler that hands every client a descriptor for a shared file:
+    ///
+    /// ```
+    /// use std::fs::File;
+    /// use std::os::fd::OwnedFd;
+    /// use uds_reactor::{Context, Frame, Handler};
+    ///
+    /// struct Share(File);
+    ///
+    /// impl Handler for Share {
+    ///     type State = ();
+    ///     fn open(&mut self, cx: &mut Context<'_>) {
+    ///         if let Ok(copy) = self.0.try_clone() {
+    ///             let _ = cx.send_with_fds(b"here", vec![OwnedFd::from(copy)]);
+    ///         }
+    ///     }
+    ///     fn frame(&mut self, _: &mut (), _: Frame<'_>, _: &mut Context<'_>) {}
+    /// }
+    /// ```
+    pub fn send_with_fds(&mut self, payload: &[u8], fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        self.send_fds_as(payload, true, fds)
+    }
+
+    /// As [`send_wire`](Self::send_wire), with `fds` attached (see
+    /// [`send_with_fds`](Self::send_with_fds)). [`Echo`] uses it to return
+    /// descriptors with the bytes they came with.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_wire`](Self::send_wire); nothing is queued and `fds` are
+    /// closed.
+    pub fn send_wire_with_fds(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) -> Result<(), SendError> {
+        self.send_fds_as(bytes, false, fds)
+    }
+
     /// Closes the connection once the replies queued in this callback
     /// (before or after this call) are written; no more frames are
     /// delivered. On a datagram socket it does nothing.
@@ -335,6 +425,24 @@ impl Context<'_> {
         }
         self.check_room(payload.len() + self.ctl.overhead(true))?;
         self.send(payload)
+    }
+
+    /// As [`Ctl::send_to_with_fds`]; see [`send_to`](Self::send_to).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::send_to`]; nothing is queued and `fds` are closed.
+    pub fn send_to_with_fds(
+        &mut self,
+        id: ConnId,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
+        if id != self.id {
+            return self.ctl.send_to_with_fds(id, payload, fds);
+        }
+        self.check_room(payload.len() + self.ctl.overhead(true))?;
+        self.send_with_fds(payload, fds)
     }
 
     /// As [`Ctl::send_wire_to`]; see [`send_to`](Self::send_to).
@@ -407,18 +515,27 @@ impl Context<'_> {
     ///
     /// As [`Ctl::send_datagram`].
     pub fn send_datagram(&mut self, to: &SockAddr, bytes: &[u8]) -> Result<(), SendError> {
+        self.send_datagram_with_fds(to, bytes, Vec::new())
+    }
+
+    /// As [`Ctl::send_datagram_with_fds`] (in order with the replies to
+    /// the datagram being handled).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ctl::send_datagram`]; nothing is queued and `fds` are closed.
+    pub fn send_datagram_with_fds(
+        &mut self,
+        to: &SockAddr,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
         let limit = self.ctl.max_buffer();
         match &mut self.outbox {
             Outbox::Datagrams { queue, .. } => {
-                if queue.cost() >= limit {
-                    return Err(SendError::Full {
-                        pending: queue.cost(),
-                        limit,
-                    });
-                }
-                queue.push_to(to, bytes)
+                crate::ctl::queue_datagram(queue, limit, to, bytes, fds)
             }
-            _ => self.ctl.send_datagram(to, bytes),
+            _ => self.ctl.send_datagram_with_fds(to, bytes, fds),
         }
     }
 

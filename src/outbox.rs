@@ -14,12 +14,14 @@
 
 use std::fmt;
 use std::mem;
+use std::os::fd::OwnedFd;
 
 use socket2::SockAddr;
 
 use crate::buffer::Buffer;
 use crate::codec::{self, HEADER_LEN};
 use crate::config::Framing;
+use crate::fds::Attached;
 
 /// Bytes of a message record's length field.
 const RECORD_HEAD: usize = 4;
@@ -87,9 +89,15 @@ pub(crate) enum Outbox<'a> {
         out: &'a mut Buffer,
         framing: Framing,
         limit: usize,
+        /// Descriptors attached to `out`, made on first use.
+        fds: &'a mut Option<Box<Attached>>,
     },
     /// A connected message socket: each reply one record.
-    Messages { out: &'a mut Buffer, limit: usize },
+    Messages {
+        out: &'a mut Buffer,
+        limit: usize,
+        fds: &'a mut Option<Box<Attached>>,
+    },
     /// A datagram socket: each reply one datagram to `to`, the sender of
     /// the datagram being handled (queued as [`Datagrams::SENDER`]).
     Datagrams {
@@ -107,6 +115,36 @@ impl Outbox<'_> {
         }
     }
 
+    /// Queues `payload` framed (or verbatim) with `fds` attached to it:
+    /// to its first byte on a stream, to the message otherwise. On error
+    /// nothing is queued and the descriptors are closed.
+    pub(crate) fn send_fds(
+        &mut self,
+        payload: &[u8],
+        framed: bool,
+        fds: Vec<OwnedFd>,
+        spare: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        let place = match self {
+            Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
+            Outbox::Datagrams { queue, .. } => queue.len(),
+        };
+        if framed {
+            self.send(payload, spare)?;
+        } else {
+            self.send_wire(payload, spare)?;
+        }
+        if !fds.is_empty() {
+            match self {
+                Outbox::Stream { fds: at, .. } | Outbox::Messages { fds: at, .. } => {
+                    at.get_or_insert_with(Box::default).attach(place, fds);
+                }
+                Outbox::Datagrams { queue, .. } => queue.attach(place, fds),
+            }
+        }
+        Ok(())
+    }
+
     /// Queues `payload` as one frame of the connection's framing.
     pub(crate) fn send(&mut self, payload: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
         match self {
@@ -114,6 +152,7 @@ impl Outbox<'_> {
                 out,
                 framing: Framing::Line,
                 limit,
+                ..
             } => {
                 out.push(payload, *limit, spare);
                 out.push(b"\n", *limit, spare);
@@ -123,6 +162,7 @@ impl Outbox<'_> {
                 out,
                 framing: Framing::Length,
                 limit,
+                ..
             } => {
                 let header: [u8; HEADER_LEN] =
                     codec::length_header(payload.len()).map_err(|_| too_large(payload))?;
@@ -139,7 +179,7 @@ impl Outbox<'_> {
     pub(crate) fn send_wire(&mut self, bytes: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
         match self {
             Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, spare),
-            Outbox::Messages { out, limit } => push_record(out, bytes, *limit, spare)?,
+            Outbox::Messages { out, limit, .. } => push_record(out, bytes, *limit, spare)?,
             Outbox::Datagrams { queue, .. } => queue.push_to_sender(bytes)?,
         }
         Ok(())
@@ -215,6 +255,9 @@ pub(crate) struct Datagrams {
     /// are waiting.
     bytes: Vec<u8>,
     start: usize,
+    /// Descriptors attached to waiting datagrams (places: datagrams
+    /// ahead), made on first use.
+    fds: Option<Box<Attached>>,
 }
 
 /// The allocation a drained queue keeps for its payloads; more is freed,
@@ -238,7 +281,23 @@ impl Datagrams {
             addrs: Vec::new(),
             bytes: Vec::new(),
             start: 0,
+            fds: None,
         }
+    }
+
+    /// Attaches `fds` to the datagram `place` datagrams from the head.
+    pub(crate) fn attach(&mut self, place: usize, fds: Vec<OwnedFd>) {
+        self.fds.get_or_insert_with(Box::default).attach(place, fds);
+    }
+
+    /// The descriptors that go with the oldest waiting datagram.
+    pub(crate) fn front_fds(&self) -> &[OwnedFd] {
+        self.fds.as_deref().map_or(&[], Attached::at_head)
+    }
+
+    /// Descriptors held by waiting datagrams.
+    pub(crate) fn held_fds(&self) -> usize {
+        self.fds.as_deref().map_or(0, Attached::held)
     }
 
     /// Queues one datagram to the sender being handled.
@@ -307,11 +366,16 @@ impl Datagrams {
         Some((to, self.bytes.get(self.start..self.start + head.len)?))
     }
 
-    /// Drops the oldest waiting reply (sent, or undeliverable).
+    /// Drops the oldest waiting reply (sent, or undeliverable), closing
+    /// this side's copies of its descriptors; returns how many it had.
     #[inline]
-    pub(crate) fn pop(&mut self) {
+    pub(crate) fn pop(&mut self) -> usize {
         let Some(head) = self.heads.get(self.sent) else {
-            return;
+            return 0;
+        };
+        let fds = match &mut self.fds {
+            Some(at) => at.advance(1),
+            None => 0,
         };
         self.start += head.len;
         self.sent += 1;
@@ -326,6 +390,7 @@ impl Datagrams {
             self.start = 0;
             self.addrs.clear();
         }
+        fds
     }
 
     /// Replies waiting.
@@ -357,9 +422,11 @@ mod tests {
     #[test]
     fn records_round_trip_including_empty_messages() {
         let (mut out, mut spare) = (Buffer::new(), Vec::new());
+        let mut fds = None;
         let mut outbox = Outbox::Messages {
             out: &mut out,
             limit: 1 << 20,
+            fds: &mut fds,
         };
         for m in [&b"one"[..], b"", b"three"] {
             outbox.send(m, &mut spare).expect("fits");
@@ -375,12 +442,13 @@ mod tests {
 
     #[test]
     fn framed_sends_encode_as_the_framing_says() {
-        let (mut out, mut spare) = (Buffer::new(), Vec::new());
+        let (mut out, mut spare, mut fds) = (Buffer::new(), Vec::new(), None);
         for framing in [Framing::Line, Framing::Length, Framing::Raw] {
             let mut outbox = Outbox::Stream {
                 out: &mut out,
                 framing,
                 limit: 1 << 20,
+                fds: &mut fds,
             };
             outbox.send(b"hi", &mut spare).expect("fits");
         }

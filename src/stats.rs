@@ -93,4 +93,11 @@ counters! {
     /// Datagrams dropped (oversize, unanswerable sender, vanished peer)
     /// and partial frames dropped at EOF.
     dropped,
+    /// Descriptors received (`--max-fds`).
+    fds_in,
+    /// Descriptors sent.
+    fds_out,
+    /// Connections closed, or datagrams dropped, because descriptors were
+    /// over `--max-fds` or lost by the kernel (the server out of them).
+    fd_errors,
 }

@@ -271,10 +271,10 @@ pub fn recv_fds(
 ///
 /// `sendmsg`'s error (`WouldBlock`, `EPIPE`, ...); `InvalidInput` for
 /// more than [`MAX_FDS`] descriptors.
-pub fn send_fds(
+pub fn send_fds<F: AsFd>(
     sock: BorrowedFd<'_>,
     buf: &[u8],
-    fds: &[BorrowedFd<'_>],
+    fds: &[F],
     to: Option<&SockAddr>,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS {
@@ -315,7 +315,7 @@ pub fn send_fds(
                 (*cmsg).cmsg_len = libc::CMSG_LEN((fds.len() * FD_LEN) as u32) as _;
                 let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
                 for (i, fd) in fds.iter().enumerate() {
-                    ptr::write_unaligned(data.add(i), fd.as_raw_fd());
+                    ptr::write_unaligned(data.add(i), fd.as_fd().as_raw_fd());
                 }
             }
         }

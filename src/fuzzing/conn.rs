@@ -103,6 +103,7 @@ fn limits(mode: u8, input: &mut Input<'_>) -> Limits {
             b => Some(ticks(b)),
         },
         drain_timeout: ticks(input.byte()),
+        max_fds: 0,
     }
 }
 

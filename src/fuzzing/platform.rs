@@ -100,6 +100,7 @@ fn limits(input: &mut Input<'_>) -> Limits {
             b => Some(TICK * (1 + u32::from(b & 0x3f))),
         },
         drain_timeout: TICK * (1 + u32::from(input.byte() & 0x3f)),
+        max_fds: 0,
     }
 }
 

@@ -332,8 +332,8 @@ impl<S> Connections<S> {
         H: Handler<M, State = S>,
     {
         while !core.world.pushes.is_empty() {
-            let (ops, bytes) = core.world.pushes.take();
-            let mut at = 0;
+            let (ops, bytes, mut fds) = core.world.pushes.take();
+            let (mut at, mut next_fds) = (0, 0);
             for op in &ops {
                 let (to, payload) = match *op {
                     Push::Send { to, len, .. } => {
@@ -357,10 +357,16 @@ impl<S> Connections<S> {
                     ..
                 } = &mut *core;
                 match *op {
-                    Push::Send { framed, .. } => {
-                        entry
-                            .conn
-                            .push(payload, framed, limits, spares, &mut world.ctl(now, None));
+                    Push::Send {
+                        framed, fds: with, ..
+                    } => {
+                        let fds = match with {
+                            true => std::mem::take(&mut fds[next_fds]),
+                            false => Vec::new(),
+                        };
+                        next_fds += usize::from(with);
+                        let ctl = &mut world.ctl(now, None);
+                        entry.conn.push(payload, framed, fds, limits, spares, ctl);
                         stats.frames_out += 1;
                     }
                     Push::Close { .. } => entry.conn.handle_disconnect(),
@@ -372,7 +378,7 @@ impl<S> Connections<S> {
                     self.touched.push(to.key);
                 }
             }
-            core.world.pushes.done(ops, bytes);
+            core.world.pushes.done(ops, bytes, fds);
             for i in 0..self.touched.len() {
                 let key = self.touched[i];
                 if let Some(entry) = self.slab.get_mut(key) {
@@ -495,6 +501,14 @@ impl<S> Connections<S> {
                 who()
             ),
             Some(CloseReason::Handler) => debug!("closing {id} ({}): handler asked", who()),
+            Some(CloseReason::Descriptors) => {
+                stats.fd_errors += 1;
+                warn!(
+                    "closing {id} ({}): more descriptors than --max-fds {} in one message (or frame), or the server is out of descriptors",
+                    who(),
+                    core.config.max_fds
+                );
+            }
             _ => debug!("closed {id}"),
         }
         stats.closed += 1;

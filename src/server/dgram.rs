@@ -18,6 +18,7 @@
 //! kernel attaches them.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
@@ -48,10 +49,11 @@ const RETRY: Duration = Duration::from_millis(2);
 /// when the server is built (with nowhere to reply yet: what it sends
 /// there is dropped).
 pub(super) fn open_state<H: Handler<M>, M>(core: &mut Core<H, M>) -> H::State {
-    let mut nowhere = crate::buffer::Buffer::new();
+    let (mut nowhere, mut no_fds) = (crate::buffer::Buffer::new(), None);
     let outbox = Outbox::Messages {
         out: &mut nowhere,
         limit: 0,
+        fds: &mut no_fds,
     };
     let Core {
         handler,
@@ -63,6 +65,7 @@ pub(super) fn open_state<H: Handler<M>, M>(core: &mut Core<H, M>) -> H::State {
         DGRAM_ID,
         None,
         outbox,
+        None,
         &mut spares.output,
         world.ctl(Instant::now(), None),
     );
@@ -95,7 +98,12 @@ pub(super) struct Dgram<S> {
     /// Queued replies are retried then.
     retry_at: Option<Instant>,
     max_buffer: usize,
+    /// Descriptors one datagram may carry (`--max-fds`).
+    max_fds: usize,
+    /// The descriptors of the datagram being handled.
+    received: Vec<OwnedFd>,
     /// One warning a second per kind of dropped datagram.
+    fds_log: RateLimited,
     oversized_log: RateLimited,
     unbound_log: RateLimited,
     rejected_log: RateLimited,
@@ -122,6 +130,9 @@ impl<S> Dgram<S> {
             reading: true,
             retry_at: None,
             max_buffer: config.max_buffer,
+            max_fds: config.max_fds,
+            received: Vec::new(),
+            fds_log: RateLimited::default(),
             oversized_log: RateLimited::default(),
             unbound_log: RateLimited::default(),
             rejected_log: RateLimited::default(),
@@ -147,7 +158,10 @@ impl<S> Dgram<S> {
 
     /// Whether reading can go on without waiting for an event.
     fn has_work(&self) -> bool {
-        self.reading && self.readable && self.queue.cost() < self.max_buffer
+        self.reading
+            && self.readable
+            && self.queue.cost() < self.max_buffer
+            && (self.max_fds == 0 || self.queue.held_fds() < self.max_fds)
     }
 
     /// When the loop must wake: now while datagrams can be read, else when
@@ -186,7 +200,8 @@ impl<S> Dgram<S> {
                 break;
             }
             let max = core.config.max_frame.min(core.scratch.len());
-            match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true, None) {
+            let fds = (self.max_fds > 0).then_some((&mut self.received, self.max_fds));
+            match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true, fds) {
                 Ok(d) => self.answer(&d, core, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -214,7 +229,9 @@ impl<S> Dgram<S> {
         H: Handler<M, State = S>,
     {
         core.stats.bytes_in += d.full_len as u64;
+        core.stats.fds_in += self.received.len() as u64;
         let Some(from) = self.admit(d, core, now) else {
+            self.received.clear();
             core.stats.dropped += 1;
             return;
         };
@@ -223,6 +240,7 @@ impl<S> Dgram<S> {
             queue: &mut self.queue,
             to: from,
         };
+        let received = (self.max_fds > 0).then_some(&mut self.received);
         let Core {
             handler,
             spares,
@@ -235,13 +253,15 @@ impl<S> Dgram<S> {
             DGRAM_ID,
             d.cred,
             outbox,
+            received,
             &mut spares.output,
             world.ctl(now, None),
         );
         let frame = Frame::raw(&scratch[..d.len]);
         handler.frame(&mut self.state, frame, &mut cx);
         stats.frames_out += cx.outcome().1;
-        // Write eagerly; only what must wait keeps a copy of the address.
+        self.received.clear(); // not taken: closed
+                               // Write eagerly; only what must wait keeps a copy of the address.
         self.flush(Some(from), stats);
         self.queue.keep_sender(from);
     }
@@ -260,6 +280,16 @@ impl<S> Dgram<S> {
                 warn!(
                     "dropped a datagram of {} bytes, longer than --max-frame {}, from {who} ({n} in the last second)",
                     d.full_len, config.max_frame
+                );
+            }
+            return None;
+        }
+        if d.fds_lost || self.received.len() > self.max_fds {
+            core.stats.fd_errors += 1;
+            if let Some(n) = self.fds_log.hit(now) {
+                warn!(
+                    "dropped a datagram from {who}: it carried more descriptors than --max-fds {} allows, or the server is out of descriptors ({n} in the last second)",
+                    self.max_fds
                 );
             }
             return None;
@@ -283,7 +313,8 @@ impl<S> Dgram<S> {
     /// sender being answered, if a callback just ran.
     fn flush(&mut self, sender: Option<&SockAddr>, stats: &mut Stats) {
         while let Some((to, data)) = self.queue.front(sender) {
-            if send(&self.sock, to, data, stats).is_break() {
+            let fds = self.queue.front_fds();
+            if send(&self.sock, to, data, fds, stats).is_break() {
                 return;
             }
             self.queue.pop();
@@ -309,10 +340,24 @@ impl<S> Dgram<S> {
 
 /// Sends one reply, counting what was sent or dropped; `Break` when the
 /// receiver is full (the reply stays queued).
-fn send(sock: &Socket, to: &SockAddr, data: &[u8], stats: &mut Stats) -> std::ops::ControlFlow<()> {
+fn send(
+    sock: &Socket,
+    to: &SockAddr,
+    data: &[u8],
+    fds: &[OwnedFd],
+    stats: &mut Stats,
+) -> std::ops::ControlFlow<()> {
     loop {
-        match sock.send_to_with_flags(data, to, libc::MSG_NOSIGNAL) {
-            Ok(n) => stats.bytes_out += n as u64,
+        let sent = if fds.is_empty() {
+            sock.send_to_with_flags(data, to, libc::MSG_NOSIGNAL)
+        } else {
+            send_fds(sock, to, data, fds)
+        };
+        match sent {
+            Ok(n) => {
+                stats.bytes_out += n as u64;
+                stats.fds_out += fds.len() as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 return std::ops::ControlFlow::Break(())
             }
@@ -326,6 +371,13 @@ fn send(sock: &Socket, to: &SockAddr, data: &[u8], stats: &mut Stats) -> std::op
         }
         return std::ops::ControlFlow::Continue(());
     }
+}
+
+/// One datagram to `to` with descriptors attached (out of line: the
+/// path without them is the hot one).
+#[cold]
+fn send_fds(sock: &Socket, to: &SockAddr, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+    sys::send_fds(sock.as_fd(), data, fds, Some(to))
 }
 
 /// A Unix address for the log: a path, `@name`, or `(unnamed)`.

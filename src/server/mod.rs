@@ -45,7 +45,7 @@ mod pump;
 mod watchdog;
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -67,6 +67,7 @@ use crate::stats::{SharedStats, Stats};
 use crate::sys::{self, SocketFile};
 use conns::Connections;
 use dgram::Dgram;
+
 use handle::Shared;
 pub use handle::{Handle, MessageError};
 use metrics::Metrics;
@@ -89,6 +90,8 @@ struct Core<H: Handler<M>, M> {
     spares: Spares,
     /// The one shared read buffer: connections own none.
     scratch: Vec<u8>,
+    /// The descriptors of the read being handled (`--max-fds`).
+    fds: Vec<OwnedFd>,
     stats: Stats,
     /// What a [`Ctl`] works on.
     world: World,
@@ -399,6 +402,7 @@ impl<H: Handler<M>, M> Core<H, M> {
             config,
             spares: Spares::default(),
             scratch: vec![0; scratch_len],
+            fds: Vec::new(),
             stats: Stats::default(),
             world,
             messages,

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -128,13 +128,21 @@ fn read_once<H: Handler<M>, M>(
         limits,
         spares,
         scratch,
+        fds,
         stats,
         world,
         ..
     } = core;
     let ctl = &mut world.ctl(now, None);
-    let read = if limits.messages {
-        let max = config.max_frame.min(scratch.len());
+    let max = match limits.messages {
+        true => config.max_frame.min(scratch.len()),
+        false => scratch.len(),
+    };
+    let read = if limits.max_fds > 0 {
+        // Every read a recvmsg with room for descriptors: on a stream they
+        // ride on a byte, and a plain read would let the kernel drop them.
+        read_fds(entry, &mut scratch[..max], fds, limits, stats)
+    } else if limits.messages {
         sys::recv_msg(&entry.sock, &mut scratch[..max])
     } else {
         (&entry.sock).read(scratch).map(|n| (n, n))
@@ -173,17 +181,45 @@ fn read_once<H: Handler<M>, M>(
     ControlFlow::Continue(())
 }
 
+/// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
+/// real length)` as for a plain read; the descriptors go to the
+/// connection (which closes itself over the limit, or if some were lost).
+#[inline(never)]
+fn read_fds<S>(
+    entry: &mut Entry<S>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    limits: &crate::conn::Limits,
+    stats: &mut crate::stats::Stats,
+) -> io::Result<(usize, usize)> {
+    let got = sys::recv_fds(entry.sock.as_fd(), buf, limits.max_fds, fds)?;
+    if fds.is_empty() && !got.fds_lost {
+        return Ok((got.len, got.full_len));
+    }
+    stats.fds_in += fds.len() as u64;
+    entry.conn.handle_fds(fds, got.fds_lost, limits);
+    Ok((got.len, got.full_len))
+}
+
 /// Writes pending output until it is gone or the socket would block.
 fn flush_entry<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H, M>, now: Instant) {
     let limits = &core.limits;
     // `pending`, not an empty `transmit`: a message socket may owe an
     // empty message, which is sent like any other.
     while entry.conn.pending() > 0 {
-        let data = entry.conn.transmit(limits);
-        let len = data.len();
-        match sys::send_nosignal(&entry.sock, data) {
+        let (data, fds) = entry.conn.transmit_fds(limits);
+        let (len, sent_fds) = (data.len(), fds.len());
+        let sent = if fds.is_empty() {
+            sys::send_nosignal(&entry.sock, data)
+        } else {
+            sys::send_fds(entry.sock.as_fd(), data, fds, None)
+        };
+        match sent {
             Ok(n) => {
                 core.stats.bytes_out += n as u64;
+                if n > 0 || limits.messages {
+                    core.stats.fds_out += sent_fds as u64;
+                }
                 entry.conn.handle_written(n, now, limits, &mut core.spares);
                 if n < len && !limits.messages {
                     return; // the send buffer is full: wait for WRITABLE

@@ -68,6 +68,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value = "256K", value_parser = parse_size)]
     max_buffer: usize,
 
+    /// Descriptors (SCM_RIGHTS) one received message may carry, at most
+    /// 253; each goes back with the echo of the bytes it came with. 0:
+    /// none are taken (the kernel closes any a peer sends).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_fds: usize,
+
     /// Exact permissions of the socket file, in octal.
     #[arg(long, value_name = "OCTAL", default_value = "600", value_parser = parse_mode)]
     mode: u32,
@@ -192,6 +198,7 @@ fn config_from(args: ServeArgs, matches: &ArgMatches) -> Result<Config, String> 
     config.framing = args.framing;
     config.max_frame = args.max_frame;
     config.max_buffer = args.max_buffer;
+    config.max_fds = args.max_fds;
     config.mode = args.mode;
     config.group = args.group;
     config.allow_uids = args.allow_uid;

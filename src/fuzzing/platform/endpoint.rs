@@ -57,7 +57,7 @@ impl Driver {
     pub(super) fn apply_pushes(&mut self) {
         let mut touched = Vec::new();
         while !self.world.pushes.is_empty() {
-            let (ops, bytes) = self.world.pushes.take();
+            let (ops, bytes, fds) = self.world.pushes.take();
             let mut at = 0;
             for op in &ops {
                 let (to, payload) = match *op {
@@ -77,7 +77,8 @@ impl Driver {
                 match (*op, payload) {
                     (Push::Send { framed, .. }, Some(p)) => {
                         let ctl = &mut self.world.ctl(self.now, None);
-                        e.conn.push(p, framed, &self.limits, &mut self.spares, ctl);
+                        e.conn
+                            .push(p, framed, Vec::new(), &self.limits, &mut self.spares, ctl);
                     }
                     _ => e.conn.handle_disconnect(),
                 }
@@ -85,7 +86,7 @@ impl Driver {
                     touched.push(to.slot());
                 }
             }
-            self.world.pushes.done(ops, bytes);
+            self.world.pushes.done(ops, bytes, fds);
             for key in touched.drain(..) {
                 self.flush(key);
                 self.settle(key);
