@@ -275,7 +275,7 @@ impl Slot {
                 }
                 data = &data[n..];
                 self.read += n as u64;
-                if self.read % len == 0 {
+                if self.read.is_multiple_of(len) {
                     self.complete(k, cx.pipeline, cx.now, &mut cx.tally);
                 }
             }
