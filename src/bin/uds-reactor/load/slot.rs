@@ -219,7 +219,9 @@ impl Slot {
         let len = cx.wire.len() as u64;
         let target = (self.admitted - self.base) * len;
         while self.written < target {
-            let k = self.base + self.written / len;
+            // The message the next byte belongs to (not needed by a plain
+            // stream write, which spans messages).
+            let k = || self.base + self.written / len;
             let result = match (cx.ty, cx.fds) {
                 (SocketType::Stream, None) => {
                     write_stream(sock, cx.wire, self.seed, self.base, self.written, target)
@@ -228,7 +230,7 @@ impl Slot {
                 // goes past its message, so the next one's first byte
                 // starts a write of its own.
                 (SocketType::Stream, Some(files)) if self.written % len == 0 => {
-                    let first = cx.wire.segment(self.seed, k, 0);
+                    let first = cx.wire.segment(self.seed, k(), 0);
                     send_with_fds(sock, first, &files.borrowed())
                 }
                 (SocketType::Stream, Some(_)) => {
@@ -236,10 +238,10 @@ impl Slot {
                     write_stream(sock, cx.wire, self.seed, self.base, self.written, end)
                 }
                 (_, None) => {
-                    socket::send(sock, cx.wire.payload(self.seed, k)).map(|_| len as usize)
+                    socket::send(sock, cx.wire.payload(self.seed, k())).map(|_| len as usize)
                 }
                 (_, Some(files)) => {
-                    send_with_fds(sock, cx.wire.payload(self.seed, k), &files.borrowed())
+                    send_with_fds(sock, cx.wire.payload(self.seed, k()), &files.borrowed())
                         .map(|_| len as usize)
                 }
             };
