@@ -33,6 +33,7 @@
 //! Submodules: `socket_file` (the protocol above, groups, addresses) and
 //! `systemd` (socket activation, readiness notification).
 
+mod peer;
 mod socket_file;
 mod systemd;
 #[cfg(test)]
@@ -48,6 +49,8 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::config::SocketType;
 use crate::handler::PeerCred;
 
+#[allow(unused_imports)] // the server and the handler use them next
+pub use peer::{peer_groups, peer_pidfd};
 #[cfg(test)]
 pub use socket_file::resolve_group;
 pub use socket_file::{bind, local_address, SocketFile};

@@ -2,6 +2,7 @@
 //! [`Client`].
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,6 +34,12 @@ pub struct ClientArgs {
     /// dgram: after end of input, how long to wait for missing replies.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_secs)]
     wait: Duration,
+
+    /// Open PATH read-only and send it with the first message (repeatable:
+    /// all go with the first one). Descriptors that come back are reported
+    /// on stderr as `fd N -> TARGET`.
+    #[arg(long = "send-fd", value_name = "PATH")]
+    send_fd: Vec<PathBuf>,
 
     /// Server socket path, or @name for an abstract address.
     #[arg(value_name = "PATH|@name")]
@@ -66,6 +73,7 @@ fn config_from(args: ClientArgs) -> Result<ClientConfig, String> {
         framing: args.framing,
         max_frame: args.max_frame,
         reply_wait: args.wait,
+        send_fds: args.send_fd,
     };
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)

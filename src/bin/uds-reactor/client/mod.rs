@@ -27,14 +27,24 @@
 //!
 //! Two threads: one copies the input to the socket, the caller's copies
 //! the socket to the output, so replies show as they arrive.
+//!
+//! # Descriptors
+//!
+//! The files of [`ClientConfig::send_fds`] are opened (read-only) before
+//! connecting and go with the first message: the first write on a stream,
+//! the first message sent on seqpacket and dgram. Every reply is received
+//! with room for [`MAX_FDS`] descriptors; each one that comes is reported
+//! on stderr as `fd N -> TARGET` (what `/proc/self/fd/N` links to) and
+//! closed.
 
 mod args;
 mod input;
 mod output;
 
+use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,10 +52,11 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use uds_reactor::codec::{Decoder, Eof};
+use uds_reactor::fds::{recv_with_fds, MAX_FDS};
 use uds_reactor::{Address, Error, Framing, SocketType};
 
 pub use args::{run, ClientArgs};
-use output::Output;
+use output::{report_fds, Output};
 
 use crate::socket::{self, TempAddr};
 
@@ -71,6 +82,8 @@ pub struct ClientConfig {
     /// Datagrams only: how long to wait for outstanding replies once the
     /// input has ended and replies stop coming.
     pub reply_wait: Duration,
+    /// Files to open read-only and send with the first message.
+    pub send_fds: Vec<PathBuf>,
 }
 
 impl ClientConfig {
@@ -79,7 +92,8 @@ impl ClientConfig {
     /// # Errors
     ///
     /// [`Error::Config`] for a framing other than `raw` on a message type,
-    /// a zero or over-32-bit `max_frame`, or an empty abstract name.
+    /// a zero or over-32-bit `max_frame`, an empty abstract name, or more
+    /// than [`MAX_FDS`] files to send.
     pub fn validate(&self) -> Result<(), Error> {
         if self.socket_type != SocketType::Stream && self.framing != Framing::Raw {
             return Err(Error::Config(format!(
@@ -95,6 +109,12 @@ impl ClientConfig {
         if self.address == Address::Abstract(Vec::new()) {
             return Err(Error::Config("abstract address '@' needs a name".into()));
         }
+        if self.send_fds.len() > MAX_FDS {
+            return Err(Error::Config(format!(
+                "{} --send-fd files: at most {MAX_FDS} descriptors go in one message",
+                self.send_fds.len()
+            )));
+        }
         Ok(())
     }
 }
@@ -106,22 +126,32 @@ pub struct Client {
     sock: Socket,
     /// Our own address, for datagrams: removed on drop.
     local: Option<TempAddr>,
+    /// The opened [`ClientConfig::send_fds`], for the first message.
+    fds: Vec<File>,
 }
 
 impl Client {
-    /// Connects (binding a temporary address first, for datagrams).
+    /// Opens the files to send, then connects (binding a temporary
+    /// address first, for datagrams).
     ///
     /// # Errors
     ///
     /// [`Error::Config`] as [`ClientConfig::validate`]; [`Error::Io`]
-    /// naming the step: `connect /path: No such file or directory`, ...
+    /// naming the step: `open /some/file: No such file or directory`,
+    /// `connect /path: Connection refused`, ...
     pub fn connect(config: &ClientConfig) -> Result<Client, Error> {
         config.validate()?;
+        let fds = config
+            .send_fds
+            .iter()
+            .map(|path| File::open(path).map_err(|e| Error::io("open", path.display(), e)))
+            .collect::<Result<Vec<_>, _>>()?;
         let (sock, local) = socket::connect(&config.address, config.socket_type)?;
         Ok(Client {
             config: config.clone(),
             sock,
             local,
+            fds,
         })
     }
 
@@ -140,7 +170,7 @@ impl Client {
     /// [`Error::Io`] naming the step: reading the input, an input line
     /// over `max_frame`, sending, receiving, a reply that breaks the
     /// framing or `max_frame`, missing datagram replies.
-    pub fn run<R, W>(self, input: R, output: W) -> Result<(), Error>
+    pub fn run<R, W>(mut self, input: R, output: W) -> Result<(), Error>
     where
         R: Read + Send + 'static,
         W: Write,
@@ -150,11 +180,12 @@ impl Client {
             .try_clone()
             .map_err(|e| Error::io("dup", "socket", e))?;
         let config = self.config.clone();
+        let fds = std::mem::take(&mut self.fds);
         let (done_tx, done_rx) = mpsc::channel();
         thread::Builder::new()
             .name("client-input".into())
             .spawn(move || {
-                let result = input::pump(&config, &writer_sock, input);
+                let result = input::pump(&config, &writer_sock, fds, input);
                 // Posted before the shutdown below, so it is there when
                 // the reader sees the server close in answer.
                 let _ = done_tx.send(result);
@@ -189,9 +220,13 @@ impl Client {
         let mut decoder = Decoder::new(framing, self.config.max_frame);
         let mut spare = Vec::new();
         let mut buf = vec![0; CHUNK];
+        let mut fds = Vec::new();
         loop {
-            let n = match (&self.sock).read(&mut buf) {
-                Ok(n) => n,
+            let n = match recv_with_fds(&self.sock, &mut buf, MAX_FDS, &mut fds) {
+                Ok(got) => {
+                    report_fds(&mut fds, got.fds_lost);
+                    got.len
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.err("read", e)),
             };
@@ -221,7 +256,7 @@ impl Client {
     fn replies_messages<W: Write>(&self, out: &mut Output<W>) -> Result<(), Error> {
         let mut buf = vec![0; self.config.max_frame + 1];
         loop {
-            match socket::recv_message(&self.sock, &mut buf) {
+            match self.recv_message(&mut buf) {
                 Ok((0, _)) => return out.flush(),
                 Ok((n, truncated)) => {
                     self.check_reply(n, truncated)?;
@@ -246,7 +281,7 @@ impl Client {
         let mut sent = None;
         let mut last = Instant::now();
         loop {
-            match socket::recv_message(&self.sock, &mut buf) {
+            match self.recv_message(&mut buf) {
                 Ok((n, truncated)) => {
                     self.check_reply(n, truncated)?;
                     out.line(&buf[..n]);
@@ -285,6 +320,17 @@ impl Client {
                 ));
             }
         }
+    }
+
+    /// One seqpacket or datagram reply, as [`socket::recv_message`]
+    /// (`buf` one byte longer than the longest reply accepted), reporting
+    /// and closing the descriptors that came with it.
+    fn recv_message(&self, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let mut fds = Vec::new();
+        let got = recv_with_fds(&self.sock, buf, MAX_FDS, &mut fds)?;
+        report_fds(&mut fds, got.fds_lost);
+        let truncated = got.full_len > got.len || (!buf.is_empty() && got.len == buf.len());
+        Ok((got.len, truncated))
     }
 
     fn check_reply(&self, n: usize, truncated: bool) -> Result<(), Error> {

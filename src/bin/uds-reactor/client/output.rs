@@ -1,6 +1,8 @@
-//! The client's output side: replies to stdout (or any writer), buffered.
+//! The client's output side: replies to stdout (or any writer), buffered;
+//! the descriptors that came with them reported on stderr.
 
 use std::io::{self, ErrorKind, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use uds_reactor::Error;
 
@@ -54,5 +56,21 @@ impl<W: Write> Output<W> {
                 Err(Error::io("write", "stdout", e))
             }
         }
+    }
+}
+
+/// Reports each of `fds` on stderr as `fd N -> TARGET` (TARGET as
+/// `/proc/self/fd/N` links to it) and closes it; says so when the kernel
+/// dropped some (`lost`: more than fit, or we are out of descriptors).
+pub fn report_fds(fds: &mut Vec<OwnedFd>, lost: bool) {
+    for fd in fds.drain(..) {
+        let n = fd.as_raw_fd();
+        match std::fs::read_link(format!("/proc/self/fd/{n}")) {
+            Ok(target) => eprintln!("fd {n} -> {}", target.display()),
+            Err(e) => eprintln!("fd {n} -> ? ({e})"),
+        }
+    }
+    if lost {
+        eprintln!("uds-reactor client: descriptors lost in transit (MSG_CTRUNC: more than fit, or out of descriptors)");
     }
 }

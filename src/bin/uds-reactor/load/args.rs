@@ -52,6 +52,11 @@ pub struct LoadArgs {
     #[arg(long)]
     churn: bool,
 
+    /// Attach K descriptors (K distinct open files) to every message and
+    /// check that the same files come back with each echo; reports fds/s.
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    fds: usize,
+
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
@@ -104,6 +109,7 @@ fn config_from(args: LoadArgs) -> Result<LoadConfig, String> {
         pipeline: args.pipeline,
         limit,
         churn: args.churn,
+        fds: args.fds,
         stall_timeout: args.timeout.max(Duration::from_millis(1)),
         progress: std::io::stderr().is_terminal(),
         handle_signals: true,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use uds_reactor::Error;
 
+use super::fds::FdError;
+
 /// Why a run failed.
 #[derive(Debug)]
 pub enum LoadError {
@@ -23,6 +25,16 @@ pub enum LoadError {
         expected: u8,
         /// What came back.
         got: u8,
+    },
+    /// The descriptors that came back (`--fds`) are not the files sent,
+    /// or too few or too many came.
+    Fds {
+        /// Connection index.
+        conn: usize,
+        /// Message number on that connection.
+        message: u64,
+        /// What was wrong.
+        error: FdError,
     },
     /// An echoed message has the wrong length (message sockets).
     Length {
@@ -102,6 +114,14 @@ impl fmt::Display for LoadError {
             } => write!(
                 f,
                 "verification error: connection {conn}, message {message}: sent {expected} bytes, echoed {got}"
+            ),
+            LoadError::Fds {
+                conn,
+                message,
+                error,
+            } => write!(
+                f,
+                "verification error: connection {conn}, message {message}: {error}"
             ),
             LoadError::Extra { conn, bytes } => write!(
                 f,

@@ -9,6 +9,11 @@
 //! pattern with `sendmsg`, so the generator costs about as many syscalls
 //! per message as the server it drives.
 //!
+//! With `--fds K` every message carries K descriptors (the same K open
+//! files, made at start), and each echo is checked to bring the same open
+//! files back (see `load/fds.rs`); without, no descriptor is sent or
+//! received and every read and write is as plain as before.
+//!
 //! A run is bounded by a message count or a duration; in churn mode each
 //! connection carries one echo and closes, and the report counts
 //! connections per second. A run that stops making progress for
@@ -16,12 +21,14 @@
 
 mod args;
 mod error;
+mod fds;
 mod histogram;
 mod report;
 mod slot;
 mod wire;
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
@@ -29,10 +36,12 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use socket2::SockAddr;
 
+use uds_reactor::fds::MAX_FDS;
 use uds_reactor::{Address, Error, Framing, SocketType};
 
 pub use args::{run, LoadArgs};
 pub use error::LoadError;
+use fds::Passed;
 use histogram::Histogram;
 use report::{Nanos, Report};
 use slot::{Cx, Opened, Slot, Tally};
@@ -81,6 +90,9 @@ pub struct LoadConfig {
     pub churn: bool,
     /// Fail when no message completes for this long.
     pub stall_timeout: Duration,
+    /// Descriptors attached to every message (and checked on the way
+    /// back); 0 for none.
+    pub fds: usize,
     /// Print a progress line on stderr every second.
     pub progress: bool,
     /// Stop sending on SIGINT/SIGTERM and report what was done (the
@@ -117,6 +129,12 @@ impl LoadConfig {
         }
         if self.limit == Limit::Messages(0) || self.limit == Limit::Time(Duration::ZERO) {
             return bad("-n/--messages and -d/--duration must be more than 0");
+        }
+        if self.fds > MAX_FDS {
+            return Err(Error::Config(format!(
+                "--fds {}: at most {MAX_FDS} descriptors go in one message",
+                self.fds
+            )));
         }
         Ok(())
     }
@@ -162,6 +180,10 @@ impl<'c> Driver<'c> {
     fn new(config: &'c LoadConfig) -> Result<Driver<'c>, LoadError> {
         let wire = Wire::new(config.socket_type, config.framing, config.size);
         let poll = Poll::new().map_err(|e| Error::io("create", "poll", e))?;
+        let passed = match config.fds {
+            0 => None,
+            k => Some(Passed::new(k).map_err(|e| Error::io("make", "--fds files", e))?),
+        };
         let signals = if config.handle_signals {
             Some(register_signals(&poll)?)
         } else {
@@ -177,6 +199,9 @@ impl<'c> Driver<'c> {
             latency: Histogram::new(),
             interval: Histogram::new(),
             completed: 0,
+            fds: 0,
+            passed,
+            fd_buf: Vec::new(),
             opened: 0,
             reconnect: (0..slots.len()).filter(|&i| !slots[i].is_done()).collect(),
             wire,
@@ -320,6 +345,7 @@ impl<'c> Driver<'c> {
             messages: run.completed,
             bytes: run.completed * run.wire.len() as u64,
             connections: run.opened,
+            fds: run.fds,
             elapsed,
             latency: run.latency,
         }
@@ -344,6 +370,12 @@ struct Run {
     /// Latencies since the last progress line.
     interval: Histogram,
     completed: u64,
+    /// Descriptors come back and checked.
+    fds: u64,
+    /// `--fds`: the files every message carries.
+    passed: Option<Passed>,
+    /// Where descriptors are received (checked and emptied at once).
+    fd_buf: Vec<OwnedFd>,
     opened: u64,
     /// Slots to (re)connect: at start, after a churn cycle, after a full
     /// backlog.
@@ -368,7 +400,10 @@ impl Run {
                 latency: &mut self.latency,
                 interval: &mut self.interval,
                 completed: &mut self.completed,
+                fds: &mut self.fds,
             },
+            fds: self.passed.as_ref(),
+            fd_buf: &mut self.fd_buf,
             opened: &mut self.opened,
             registry,
         }

@@ -18,6 +18,8 @@ pub struct Report {
     pub bytes: u64,
     /// Connections opened.
     pub connections: u64,
+    /// Descriptors that came back and were checked (`--fds`).
+    pub fds: u64,
     /// From the first connect to the last echo.
     pub elapsed: Duration,
     /// Round-trip time of each message, in nanoseconds: from when the
@@ -36,6 +38,11 @@ impl Report {
         self.bytes as f64 / 1e6 / self.secs()
     }
 
+    /// Descriptors come back per second.
+    pub fn fds_per_sec(&self) -> f64 {
+        self.fds as f64 / self.secs()
+    }
+
     /// Connections opened per second.
     pub fn conns_per_sec(&self) -> f64 {
         self.connections as f64 / self.secs()
@@ -52,9 +59,9 @@ impl Report {
         format!(
             concat!(
                 "{{\"type\":\"{}\",\"framing\":\"{}\",\"connections\":{},\"size\":{},",
-                "\"pipeline\":{},\"churn\":{},\"messages\":{},\"bytes\":{},",
+                "\"pipeline\":{},\"churn\":{},\"fds_per_msg\":{},\"messages\":{},\"bytes\":{},\"fds\":{},",
                 "\"connections_opened\":{},\"errors\":0,\"seconds\":{:.6},",
-                "\"msgs_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"conns_per_sec\":{:.1},",
+                "\"msgs_per_sec\":{:.1},\"mb_per_sec\":{:.3},\"fds_per_sec\":{:.1},\"conns_per_sec\":{:.1},",
                 "\"latency_us\":{{\"min\":{},\"mean\":{},\"p50\":{},\"p99\":{},",
                 "\"p999\":{},\"max\":{}}}}}"
             ),
@@ -64,12 +71,15 @@ impl Report {
             config.size,
             config.pipeline,
             config.churn,
+            config.fds,
             self.messages,
             self.bytes,
+            self.fds,
             self.connections,
             self.elapsed.as_secs_f64(),
             self.msgs_per_sec(),
             self.mb_per_sec(),
+            self.fds_per_sec(),
             self.conns_per_sec(),
             us(h.min()),
             us(h.mean()),
@@ -84,13 +94,17 @@ impl Report {
     pub fn summary(&self, config: &LoadConfig) -> String {
         let h = &self.latency;
         let mut s = format!(
-            "{}/{}: {} connections, {}-byte messages, pipeline {}{}\n",
+            "{}/{}: {} connections, {}-byte messages, pipeline {}{}{}\n",
             config.socket_type,
             config.framing,
             config.connections,
             config.size,
             config.pipeline,
             if config.churn { ", churn" } else { "" },
+            match config.fds {
+                0 => String::new(),
+                k => format!(", {k} descriptors per message"),
+            },
         );
         s += &format!(
             "  messages    {} in {:.3} s: {:.0} msgs/s, {:.2} MB/s\n",
@@ -99,6 +113,13 @@ impl Report {
             self.msgs_per_sec(),
             self.mb_per_sec()
         );
+        if config.fds > 0 {
+            s += &format!(
+                "  descriptors {} back: {:.0} fds/s\n",
+                self.fds,
+                self.fds_per_sec()
+            );
+        }
         if config.churn {
             s += &format!(
                 "  connections {} opened: {:.0} conns/s\n",
@@ -113,7 +134,11 @@ impl Report {
             Nanos(h.quantile(0.999)),
             Nanos(h.max())
         );
-        s += "  errors      0 (every echoed byte checked)\n";
+        s += if config.fds > 0 {
+            "  errors      0 (every echoed byte and descriptor checked)\n"
+        } else {
+            "  errors      0 (every echoed byte checked)\n"
+        };
         s
     }
 }

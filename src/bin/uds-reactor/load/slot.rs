@@ -13,15 +13,17 @@
 //! ```
 
 use std::io::{self, ErrorKind, IoSlice, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Instant;
 
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use socket2::{SockAddr, Socket};
 
+use uds_reactor::fds::{recv_with_fds, send_with_fds, MAX_FDS};
 use uds_reactor::{Address, SocketType};
 
+use super::fds::{FdError, Passed};
 use super::histogram::Histogram;
 use super::wire::Wire;
 use super::LoadError;
@@ -41,6 +43,11 @@ pub(crate) struct Cx<'a> {
     /// The shared read buffer (at least `wire.len() + 1` bytes).
     pub scratch: &'a mut [u8],
     pub tally: Tally<'a>,
+    /// `--fds`: the files every message carries (`None` for none: plain
+    /// reads and writes, as without descriptor passing).
+    pub fds: Option<&'a Passed>,
+    /// The shared vector descriptors are received into.
+    pub fd_buf: &'a mut Vec<OwnedFd>,
     /// Connections opened, all slots.
     pub opened: &'a mut u64,
     pub registry: &'a Registry,
@@ -53,6 +60,8 @@ pub(crate) struct Tally<'a> {
     pub interval: &'a mut Histogram,
     /// Messages completed, all slots.
     pub completed: &'a mut u64,
+    /// Descriptors come back and checked, all slots.
+    pub fds: &'a mut u64,
 }
 
 impl Tally<'_> {
@@ -86,6 +95,8 @@ pub(crate) struct Slot {
     /// Wire bytes written and checked on the current connection.
     written: u64,
     read: u64,
+    /// Descriptors received on the current connection (`--fds`).
+    fds_got: u64,
     /// Send time of message `k` at `k % pipeline`.
     sent_at: Box<[Instant]>,
     /// WRITABLE is registered.
@@ -105,6 +116,7 @@ impl Slot {
             base: 0,
             written: 0,
             read: 0,
+            fds_got: 0,
             sent_at: vec![now; pipeline].into_boxed_slice(),
             want_write: false,
         }
@@ -159,6 +171,7 @@ impl Slot {
         self.base = self.completed;
         self.written = 0;
         self.read = 0;
+        self.fds_got = 0;
         *cx.opened += 1;
         self.send(cx)?;
         Ok(Opened::Yes)
@@ -206,11 +219,31 @@ impl Slot {
         let len = cx.wire.len() as u64;
         let target = (self.admitted - self.base) * len;
         while self.written < target {
-            let result = if cx.ty == SocketType::Stream {
-                write_stream(sock, cx.wire, self.seed, self.base, self.written, target)
-            } else {
-                let k = self.base + self.written / len;
-                socket::send(sock, cx.wire.payload(self.seed, k)).map(|_| len as usize)
+            // The message the next byte belongs to (not needed by a plain
+            // stream write, which spans messages).
+            let k = || self.base + self.written / len;
+            let result = match (cx.ty, cx.fds) {
+                (SocketType::Stream, None) => {
+                    write_stream(sock, cx.wire, self.seed, self.base, self.written, target)
+                }
+                // A message's first byte carries the files; a write never
+                // goes past its message, so the next one's first byte
+                // starts a write of its own.
+                (SocketType::Stream, Some(files)) if self.written % len == 0 => {
+                    let first = cx.wire.segment(self.seed, k(), 0);
+                    send_with_fds(sock, first, &files.borrowed())
+                }
+                (SocketType::Stream, Some(_)) => {
+                    let end = target.min((self.written / len + 1) * len);
+                    write_stream(sock, cx.wire, self.seed, self.base, self.written, end)
+                }
+                (_, None) => {
+                    socket::send(sock, cx.wire.payload(self.seed, k())).map(|_| len as usize)
+                }
+                (_, Some(files)) => {
+                    send_with_fds(sock, cx.wire.payload(self.seed, k()), &files.borrowed())
+                        .map(|_| len as usize)
+                }
             };
             match result {
                 Ok(n) => self.written += n as u64,
@@ -242,7 +275,18 @@ impl Slot {
             let Some(sock) = self.sock.as_ref() else {
                 return Ok(());
             };
-            let n = match (&*sock).read(cx.scratch) {
+            let mut lost = false;
+            let got = match cx.fds {
+                None => (&*sock).read(cx.scratch),
+                Some(_) => recv_with_fds(sock, &mut *cx.scratch, MAX_FDS, cx.fd_buf).map(|got| {
+                    lost = got.fds_lost;
+                    got.len
+                }),
+            };
+            if let Some(files) = cx.fds {
+                self.take_stream_fds(cx, files, lost)?;
+            }
+            let n = match got {
                 Ok(0) => return Err(self.closed()),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
@@ -279,7 +323,21 @@ impl Slot {
                     self.complete(k, cx.pipeline, cx.now, &mut cx.tally);
                 }
             }
-            if !full {
+            if let Some(files) = cx.fds {
+                // Every message whose echo has begun has had its set.
+                let owed = self.read.div_ceil(len) * files.len() as u64;
+                if self.fds_got < owed {
+                    let k = self.base + self.read.div_ceil(len) - 1;
+                    let count = FdError::Count {
+                        want: owed,
+                        got: self.fds_got,
+                    };
+                    return Err(self.fd_error(k, count));
+                }
+            }
+            // A short read drained the socket, unless it stopped at
+            // descriptors: a read ends after the bytes that carry them.
+            if !full && cx.fds.is_none() {
                 return Ok(());
             }
         }
@@ -294,13 +352,25 @@ impl Slot {
             let Some(sock) = self.sock.as_ref() else {
                 return Ok(());
             };
-            let (n, truncated) = match socket::recv_message(sock, &mut cx.scratch[..len + 1]) {
+            let k = self.base + self.read / len as u64;
+            let buf = &mut cx.scratch[..len + 1];
+            let mut lost = false;
+            let got = match cx.fds {
+                None => socket::recv_message(sock, buf),
+                Some(_) => recv_with_fds(sock, buf, MAX_FDS, cx.fd_buf).map(|got| {
+                    lost = got.fds_lost;
+                    (got.len, got.full_len > got.len || got.len == len + 1)
+                }),
+            };
+            let (n, truncated) = match got {
                 Ok((0, _)) if cx.ty == SocketType::Seqpacket => return Err(self.closed()),
                 Ok(got) => got,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(self.io("read", e)),
             };
-            let k = self.base + self.read / len as u64;
+            if let Some(files) = cx.fds {
+                self.take_message_fds(k, cx, files, lost)?;
+            }
             if n != len || truncated {
                 return Err(LoadError::Length {
                     conn: self.id,
@@ -323,6 +393,78 @@ impl Slot {
             self.complete(k, cx.pipeline, cx.now, &mut cx.tally);
         }
         Ok(())
+    }
+
+    /// Checks the descriptors a stream read took (in order over the
+    /// connection), counts and closes them.
+    fn take_stream_fds(
+        &mut self,
+        cx: &mut Cx<'_>,
+        files: &Passed,
+        lost: bool,
+    ) -> Result<(), LoadError> {
+        let len = cx.wire.len() as u64;
+        let k = self.base + self.read / len;
+        let came = cx.fd_buf.len() as u64;
+        // No more than the messages begun on the wire carried.
+        let sent = self.written.div_ceil(len) * files.len() as u64;
+        let error = if lost {
+            Some(FdError::Lost)
+        } else if self.fds_got + came > sent {
+            Some(FdError::Count {
+                want: sent,
+                got: self.fds_got + came,
+            })
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            cx.fd_buf.clear();
+            return Err(self.fd_error(k, e));
+        }
+        files
+            .check(self.fds_got, cx.fd_buf)
+            .map_err(|e| self.fd_error(k, e))?;
+        self.fds_got += came;
+        *cx.tally.fds += came;
+        Ok(())
+    }
+
+    /// Checks the descriptors that came with message `k`'s echo (exactly
+    /// the K files, in order), counts and closes them.
+    fn take_message_fds(
+        &mut self,
+        k: u64,
+        cx: &mut Cx<'_>,
+        files: &Passed,
+        lost: bool,
+    ) -> Result<(), LoadError> {
+        let came = cx.fd_buf.len() as u64;
+        let error = if lost {
+            Some(FdError::Lost)
+        } else if came != files.len() as u64 {
+            Some(FdError::Count {
+                want: files.len() as u64,
+                got: came,
+            })
+        } else {
+            None
+        };
+        if let Some(e) = error {
+            cx.fd_buf.clear();
+            return Err(self.fd_error(k, e));
+        }
+        files.check(0, cx.fd_buf).map_err(|e| self.fd_error(k, e))?;
+        *cx.tally.fds += came;
+        Ok(())
+    }
+
+    fn fd_error(&self, message: u64, error: FdError) -> LoadError {
+        LoadError::Fds {
+            conn: self.id,
+            message,
+            error,
+        }
     }
 
     fn complete(&mut self, k: u64, pipeline: u64, now: Instant, tally: &mut Tally<'_>) {
