@@ -703,6 +703,7 @@ impl<'a, 'c> Delivery<'a, 'c> {
     }
 
     /// One frame to the handler; `false` once it asked to close.
+    #[inline(always)]
     fn deliver<H: Handler<M>, M>(
         &mut self,
         handler: &mut H,

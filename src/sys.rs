@@ -226,7 +226,7 @@ pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
     Ok((got.len, got.full_len))
 }
 
-/// What [`recv_fds`] gave.
+/// What a receive with room for descriptors gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RecvFds {
     /// Bytes copied into the buffer (0 with no descriptor is EOF).

@@ -39,7 +39,13 @@ impl<S> Connections<S> {
             if !entry.readable || !entry.conn.wants_read(&core.limits) {
                 break;
             }
-            let stop = read_once(entry, core, now).is_break();
+            // Two copies of the read: with `--max-fds 0` the one without
+            // a trace of descriptors.
+            let stop = match core.limits.max_fds {
+                0 => read_once::<H, M, false>(entry, core, now),
+                _ => read_once::<H, M, true>(entry, core, now),
+            }
+            .is_break();
             flush_entry(entry, core, now);
             if stop {
                 break;
@@ -116,7 +122,7 @@ impl<S> Connections<S> {
 /// One read and what follows from it; `Break` when reading must stop for
 /// this turn (drained, oversized, failed).
 #[inline]
-fn read_once<H: Handler<M>, M>(
+fn read_once<H: Handler<M>, M, const FDS: bool>(
     entry: &mut Entry<H::State>,
     core: &mut Core<H, M>,
     now: Instant,
@@ -134,18 +140,21 @@ fn read_once<H: Handler<M>, M>(
         ..
     } = core;
     let ctl = &mut world.ctl(now, None);
-    let max = match limits.messages {
-        true => config.max_frame.min(scratch.len()),
-        false => scratch.len(),
-    };
-    let read = if limits.max_fds > 0 {
+    // `fds_came`: a stream read that brings descriptors ends right after
+    // the bytes carrying them, so it is short without draining the socket.
+    let (read, fds_came) = if FDS {
         // Every read a recvmsg with room for descriptors: on a stream they
         // ride on a byte, and a plain read would let the kernel drop them.
+        let max = match limits.messages {
+            true => config.max_frame.min(scratch.len()),
+            false => scratch.len(),
+        };
         read_fds(entry, &mut scratch[..max], fds, limits, stats)
     } else if limits.messages {
-        sys::recv_msg(&entry.sock, &mut scratch[..max])
+        let max = config.max_frame.min(scratch.len());
+        (sys::recv_msg(&entry.sock, &mut scratch[..max]), false)
     } else {
-        (&entry.sock).read(scratch).map(|n| (n, n))
+        ((&entry.sock).read(scratch).map(|n| (n, n)), false)
     };
     let tally = match read {
         Ok((0, 0)) => {
@@ -158,7 +167,8 @@ fn read_once<H: Handler<M>, M>(
                 entry.conn.handle_oversized(full as u64, limits);
                 return ControlFlow::Break(());
             }
-            if !limits.messages && n < scratch.len() && !entry.read_closed {
+            let short = !limits.messages && n < scratch.len() && !entry.read_closed;
+            if short && !(FDS && fds_came) {
                 entry.readable = false; // a short read drained the socket
             }
             entry
@@ -182,8 +192,9 @@ fn read_once<H: Handler<M>, M>(
 }
 
 /// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
-/// real length)` as for a plain read; the descriptors go to the
-/// connection (which closes itself over the limit, or if some were lost).
+/// real length)` as for a plain read, and whether descriptors came; they
+/// go to the connection (which closes itself over the limit, or if some
+/// were lost).
 #[inline(never)]
 fn read_fds<S>(
     entry: &mut Entry<S>,
@@ -191,30 +202,57 @@ fn read_fds<S>(
     fds: &mut Vec<OwnedFd>,
     limits: &crate::conn::Limits,
     stats: &mut crate::stats::Stats,
-) -> io::Result<(usize, usize)> {
-    let got = sys::recv_fds(entry.sock.as_fd(), buf, limits.max_fds, fds)?;
+) -> (io::Result<(usize, usize)>, bool) {
+    let got = match sys::recv_fds(entry.sock.as_fd(), buf, limits.max_fds, fds) {
+        Ok(got) => got,
+        Err(e) => return (Err(e), false),
+    };
     if fds.is_empty() && !got.fds_lost {
-        return Ok((got.len, got.full_len));
+        return (Ok((got.len, got.full_len)), false);
     }
     stats.fds_in += fds.len() as u64;
     entry.conn.handle_fds(fds, got.fds_lost, limits);
-    Ok((got.len, got.full_len))
+    (Ok((got.len, got.full_len)), true)
 }
 
 /// Writes pending output until it is gone or the socket would block.
 fn flush_entry<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H, M>, now: Instant) {
+    if entry.conn.fds_pending() > 0 {
+        return flush_fds(entry, core, now);
+    }
     let limits = &core.limits;
     // `pending`, not an empty `transmit`: a message socket may owe an
     // empty message, which is sent like any other.
     while entry.conn.pending() > 0 {
+        let data = entry.conn.transmit(limits);
+        let len = data.len();
+        match sys::send_nosignal(&entry.sock, data) {
+            Ok(n) => {
+                core.stats.bytes_out += n as u64;
+                entry.conn.handle_written(n, now, limits, &mut core.spares);
+                if n < len && !limits.messages {
+                    return; // the send buffer is full: wait for WRITABLE
+                }
+            }
+            Err(e) => {
+                if write_failed(&e, len, entry, &mut core.spares) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// [`flush_entry`] when descriptors are attached to the output: each
+/// write a `sendmsg` carrying the set at its head (if any), and stopping
+/// short of the next. Out of line: the path without them stays as it was.
+#[inline(never)]
+fn flush_fds<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H, M>, now: Instant) {
+    let limits = &core.limits;
+    while entry.conn.pending() > 0 {
         let (data, fds) = entry.conn.transmit_fds(limits);
         let (len, sent_fds) = (data.len(), fds.len());
-        let sent = if fds.is_empty() {
-            sys::send_nosignal(&entry.sock, data)
-        } else {
-            sys::send_fds(entry.sock.as_fd(), data, fds, None)
-        };
-        match sent {
+        match sys::send_fds(entry.sock.as_fd(), data, fds, None) {
             Ok(n) => {
                 core.stats.bytes_out += n as u64;
                 if n > 0 || limits.messages {
@@ -225,20 +263,36 @@ fn flush_entry<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H,
                     return; // the send buffer is full: wait for WRITABLE
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                warn!("closing: a reply of {len} bytes is longer than the socket's send buffer allows (raise net.core.wmem_max)");
-                entry.conn.handle_io_error(&mut core.spares);
-                return;
-            }
             Err(e) => {
-                debug!("write: {e}");
-                entry.conn.handle_io_error(&mut core.spares);
-                return;
+                if write_failed(&e, len, entry, &mut core.spares) {
+                    return;
+                }
             }
         }
     }
+}
+
+/// A write of `len` bytes failed with `e`: whether writing stops (it
+/// would block, or the connection is finished); `false` to retry.
+#[cold]
+fn write_failed<S>(
+    e: &io::Error,
+    len: usize,
+    entry: &mut Entry<S>,
+    spares: &mut crate::buffer::Spares,
+) -> bool {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => return true,
+        io::ErrorKind::Interrupted => return false,
+        _ => {}
+    }
+    if e.raw_os_error() == Some(libc::EMSGSIZE) {
+        warn!("closing: a reply of {len} bytes is longer than the socket's send buffer allows (raise net.core.wmem_max)");
+    } else {
+        debug!("write: {e}");
+    }
+    entry.conn.handle_io_error(spares);
+    true
 }
 
 /// Registers the interest the connection's state asks for (it changed).
