@@ -229,7 +229,7 @@ impl Slot {
                 // A message's first byte carries the files; a write never
                 // goes past its message, so the next one's first byte
                 // starts a write of its own.
-                (SocketType::Stream, Some(files)) if self.written % len == 0 => {
+                (SocketType::Stream, Some(files)) if self.written.is_multiple_of(len) => {
                     let first = cx.wire.segment(self.seed, k(), 0);
                     send_with_fds(sock, first, &files.borrowed())
                 }
