@@ -24,7 +24,7 @@
 //! socket would block (`pending`, not an empty `transmit`: a message
 //! socket may owe an empty message).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::buffer::{Buffer, Spares, READ_SIZE};
@@ -183,10 +183,16 @@ pub struct Wants {
 impl<S> Conn<S> {
     /// Accepts a connection at `now`: the handler's
     /// [`open`](Handler::open) makes its state (and may greet it, set
-    /// timers, or close it at once).
+    /// timers, or close it at once). `sock`, the connection's socket, is
+    /// lent to `open` for the peer's identity (a driver without sockets
+    /// passes `None`).
+    // The inputs, then what the callback borrows: grouping them would
+    // only hide that.
+    #[allow(clippy::too_many_arguments)]
     pub fn open<H, M>(
         id: ConnId,
         peer: Option<PeerCred>,
+        sock: Option<BorrowedFd<'_>>,
         now: Instant,
         limits: &Limits,
         handler: &mut H,
@@ -197,7 +203,8 @@ impl<S> Conn<S> {
         H: Handler<M, State = S>,
     {
         let mut out = Output::default();
-        let mut cx = context(id, peer, limits, &mut out, None, &mut spares.output, ctl);
+        let cx = context(id, peer, limits, &mut out, None, &mut spares.output, ctl);
+        let mut cx = cx.with_socket(sock);
         let state = handler.open(&mut cx);
         let (close, sent) = cx.outcome();
         let mut conn = Conn {

@@ -5,7 +5,7 @@
 //! an outbox, and the server writes it once the callback returns.
 
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use socket2::SockAddr;
 
@@ -214,6 +214,8 @@ pub struct Context<'a> {
     ctl: Ctl<'a>,
     /// The descriptors that came with the frame being handled.
     received: Option<&'a mut Vec<OwnedFd>>,
+    /// The connection's socket, in `open` only (for the peer's identity).
+    sock: Option<BorrowedFd<'a>>,
     /// The server's spare allocation, lent to an output buffer that needs
     /// memory (see [`crate::buffer`]).
     spare: &'a mut Vec<u8>,
@@ -239,10 +241,18 @@ impl<'a> Context<'a> {
             outbox,
             ctl,
             received,
+            sock: None,
             spare,
             close: false,
             sent: 0,
         }
+    }
+
+    /// Lends the connection's socket, for [`peer_pidfd`](Self::peer_pidfd)
+    /// and [`peer_groups`](Self::peer_groups) in `open`.
+    pub(crate) fn with_socket(mut self, sock: Option<BorrowedFd<'a>>) -> Context<'a> {
+        self.sock = sock;
+        self
     }
 
     /// What the callback asked for: `(close, replies queued)`.
@@ -275,6 +285,42 @@ impl Context<'_> {
     /// ([`Handler::PEER_CREDENTIALS`]).
     pub fn peer(&self) -> Option<PeerCred> {
         self.peer
+    }
+
+    /// A pidfd of the peer process (`SO_PEERPIDFD`, Linux 6.5+): unlike
+    /// its pid, it cannot come to name another process once the peer
+    /// exits, so it is the race-free way to signal, wait for or inspect
+    /// it. Available in [`open`](Handler::open), where the connection's
+    /// socket is at hand (one `getsockopt` per call); `None` in other
+    /// callbacks, on datagram sockets, and where the kernel has no
+    /// `SO_PEERPIDFD`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::os::fd::OwnedFd;
+    /// use uds_reactor::{Context, Frame, Handler};
+    ///
+    /// /// Keeps each peer's pidfd for the life of its connection.
+    /// struct Pids;
+    ///
+    /// impl Handler for Pids {
+    ///     type State = Option<OwnedFd>;
+    ///     fn open(&mut self, cx: &mut Context<'_>) -> Option<OwnedFd> {
+    ///         cx.peer_pidfd()
+    ///     }
+    ///     fn frame(&mut self, _: &mut Option<OwnedFd>, _: Frame<'_>, _: &mut Context<'_>) {}
+    /// }
+    /// ```
+    pub fn peer_pidfd(&self) -> Option<OwnedFd> {
+        crate::sys::peer_pidfd(self.sock?).ok().flatten()
+    }
+
+    /// The peer's supplementary groups (`SO_PEERGROUPS`), as they were when
+    /// it connected; in [`open`](Handler::open) only, as for
+    /// [`peer_pidfd`](Self::peer_pidfd). (`--allow-gid` checks them too.)
+    pub fn peer_groups(&self) -> Option<Vec<u32>> {
+        crate::sys::peer_groups(self.sock?).ok()
     }
 
     /// For datagram sockets, the sender's address replies go to.

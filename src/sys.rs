@@ -49,7 +49,6 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use crate::config::SocketType;
 use crate::handler::PeerCred;
 
-#[allow(unused_imports)] // the server and the handler use them next
 pub use peer::{peer_groups, peer_pidfd};
 #[cfg(test)]
 pub use socket_file::resolve_group;

@@ -121,3 +121,50 @@ fn seqpacket_peers_are_checked_too() {
     assert_eq!(server.counter("rejected_cred"), 1);
     assert!(server.stop().success());
 }
+
+/// `--allow-gid` counts supplementary groups (`SO_PEERGROUPS`), as file
+/// permissions do: a client whose primary gid is not listed but one of
+/// its groups is gets served. The client runs under `setpriv --groups`,
+/// which needs CAP_SETGID: without it (or without setpriv) the test says
+/// so and passes.
+#[test]
+fn a_supplementary_group_admits() {
+    let (_dir, mut server, path) = serve("cred-groups", &["--allow-gid", STRANGER], "stream");
+    let run = |groups: &str| {
+        std::process::Command::new("setpriv")
+            .args(["--groups", groups, "--", common::bin(), "client"])
+            .arg(&path)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                let mut stdin = child.stdin.take().expect("stdin");
+                stdin.write_all(b"let me in\n")?;
+                drop(stdin);
+                child.wait_with_output()
+            })
+    };
+    let member = match run(STRANGER) {
+        Ok(out) if String::from_utf8_lossy(&out.stderr).contains("setgroups") => {
+            eprintln!("skipped: setpriv cannot set groups here (needs CAP_SETGID)");
+            return;
+        }
+        Ok(out) => out,
+        Err(e) => {
+            eprintln!("skipped: setpriv not runnable: {e}");
+            return;
+        }
+    };
+    assert_eq!(
+        String::from_utf8_lossy(&member.stdout),
+        "let me in\n",
+        "a member of {STRANGER} by supplementary group is served: {}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let other = run("54321").expect("setpriv");
+    assert!(other.stdout.is_empty(), "not a member: refused");
+    server.wait_for("rejected peer pid=");
+    assert_eq!(server.counter("rejected_cred"), 1);
+    assert!(server.stop().success());
+}

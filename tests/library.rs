@@ -327,6 +327,74 @@ fn handlers_see_the_peer_credentials() {
     server.stop();
 }
 
+/// Greets each peer with what `open` learns of it: the pid its pidfd
+/// names (`SO_PEERPIDFD`, from `/proc/self/fdinfo`) and its groups.
+struct Identity;
+
+impl Handler for Identity {
+    type State = ();
+
+    fn open(&mut self, cx: &mut Context<'_>) {
+        use std::os::fd::AsRawFd;
+        let pid = cx.peer_pidfd().map(|fd| {
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()));
+            let info = info.unwrap_or_default();
+            let line = info.lines().find(|l| l.starts_with("Pid:")).unwrap_or("");
+            line.trim_start_matches("Pid:").trim().to_owned()
+        });
+        let groups = cx.peer_groups().map(|g| g.len());
+        let greeting = format!("pidfd-pid={pid:?} groups={groups:?}");
+        cx.send(greeting.as_bytes()).expect("fits");
+    }
+
+    fn frame(&mut self, _: &mut (), _: Frame<'_>, cx: &mut Context<'_>) {
+        // Outside `open` the socket is not at hand.
+        let late = (cx.peer_pidfd().is_none(), cx.peer_groups().is_none());
+        cx.send(format!("later={late:?}").as_bytes()).expect("fits");
+    }
+}
+
+/// `open` can get a pidfd of the peer (race-free against pid reuse) and
+/// its supplementary groups; where the kernel has no SO_PEERPIDFD (before
+/// 6.5) the pidfd is a clean `None`.
+#[test]
+fn open_sees_the_peer_pidfd_and_groups() {
+    let dir = TempDir::new("lib-identity");
+    let path = dir.path("s.sock");
+    let mut config = Config::new(&path);
+    config.framing = Framing::Line;
+    let server = Library::start(config, Identity);
+    let mut s = connect(&path);
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let ours = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map_or(0, |g| g.split_whitespace().count());
+    let pidfd = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|r| {
+            let mut v = r
+                .trim()
+                .split(['.', '-'])
+                .map(|n| n.parse::<u32>().unwrap_or(0));
+            Some((v.next()?, v.next()?))
+        })
+        .is_some_and(|v| v >= (6, 5));
+    let pid = match pidfd {
+        true => format!("Some(\"{}\")", std::process::id()),
+        false => "None".into(),
+    };
+    assert_eq!(line, format!("pidfd-pid={pid} groups=Some({ours})\n"));
+    s.write_all(b"again\n").unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "later=(true, true)\n");
+    server.stop();
+}
+
 /// The operations counters (over the limit, refused credentials, closed
 /// idle) are in the library's `Stats` as in the SIGUSR1 line.
 #[test]

@@ -121,7 +121,7 @@ fn run<H: Handler>(
     let id = world.peers.open(0);
     let (mut handler, mut spares) = (handler, Spares::default());
     let ctl = &mut world.ctl(now, None);
-    let (conn, tally) = Conn::open(id, None, now, &limits, &mut handler, &mut spares, ctl);
+    let (conn, tally) = Conn::open(id, None, None, now, &limits, &mut handler, &mut spares, ctl);
     let mut t = Driver {
         conn,
         id,

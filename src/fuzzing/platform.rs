@@ -214,7 +214,7 @@ impl Driver {
         let id = self.world.peers.open(key);
         let ctl = &mut self.world.ctl(self.now, None);
         let (handler, spares) = (&mut self.handler, &mut self.spares);
-        let (conn, _) = Conn::open(id, None, self.now, &self.limits, handler, spares, ctl);
+        let (conn, _) = Conn::open(id, None, None, self.now, &self.limits, handler, spares, ctl);
         let entry = Entry {
             id,
             conn,

@@ -111,7 +111,16 @@ impl<S> Connections<S> {
             ..
         } = &mut *core;
         let ctl = &mut world.ctl(now, None);
-        let (conn, tally) = Conn::open(id, peer, now, limits, handler, spares, ctl);
+        let (conn, tally) = Conn::open(
+            id,
+            peer,
+            Some(sock.as_fd()),
+            now,
+            limits,
+            handler,
+            spares,
+            ctl,
+        );
         core.stats.frames_out += tally.frames_out;
         vacant.insert(Entry::new(id, sock, conn));
         core.stats.accepted += 1;
@@ -135,7 +144,16 @@ fn credentials<H: Handler<M>, M>(
         return Ok(None);
     }
     let peer = sys::peer_cred(sock.as_fd()).ok();
-    if checks && !peer.is_some_and(|p| core.config.allows(p.uid, p.gid)) {
+    let config = &core.config;
+    // Supplementary groups count as file permissions count them: asked
+    // of the kernel only when the uid and primary gid did not match.
+    let allowed = || {
+        peer.is_some_and(|p| config.allows(p.uid, p.gid))
+            || (!config.allow_gids.is_empty()
+                && sys::peer_groups(sock.as_fd())
+                    .is_ok_and(|groups| groups.iter().any(|g| config.allow_gids.contains(g))))
+    };
+    if checks && !allowed() {
         core.stats.rejected_cred += 1;
         match peer {
             Some(p) => warn!("rejected peer {p}: not in --allow-uid/--allow-gid"),

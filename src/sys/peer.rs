@@ -28,7 +28,6 @@ const GROUPS_FIRST_TRY: usize = 32;
 ///
 /// `getsockopt`'s other errors: `ENOTSOCK`, `ENOTCONN`, `ENODATA` (no peer
 /// credentials recorded), `EMFILE`, ...
-#[allow(dead_code)] // wired into the server and the handler next
 pub fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     let mut pidfd: libc::c_int = -1;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -73,13 +72,11 @@ pub fn peer_pidfd(fd: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 ///
 /// `getsockopt`'s error: `ENOTSOCK`, `ENOPROTOOPT` (before 4.13),
 /// `ENODATA` (no peer credentials recorded), ...
-#[allow(dead_code)] // wired into the server and the handler next
 pub fn peer_groups(fd: BorrowedFd<'_>) -> io::Result<Vec<u32>> {
     groups_from(fd, GROUPS_FIRST_TRY)
 }
 
 /// [`peer_groups`], asking for `first_try` groups first.
-#[allow(dead_code)]
 fn groups_from(fd: BorrowedFd<'_>, first_try: usize) -> io::Result<Vec<u32>> {
     const GID_LEN: usize = mem::size_of::<libc::gid_t>();
     let mut groups: Vec<libc::gid_t> = vec![0; first_try];
