@@ -51,6 +51,7 @@
 mod load;
 mod peers;
 #[path = "echo/procs.rs"]
+#[allow(dead_code)] // ReactorWith is the fds bench's
 mod procs;
 #[path = "echo/table.rs"]
 mod table;
@@ -320,6 +321,7 @@ fn measure(server: &Server, w: &Workload, secs: f64, load_cpu: Option<usize>) ->
         pipeline: w.pipeline,
         churn: w.churn,
         secs,
+        fds: 0,
     };
     let cpu_before = server.cpu();
     let report = match load::run(&run, load_cpu) {

@@ -17,6 +17,8 @@ pub struct Run<'a> {
     pub churn: bool,
     /// Sending time (`-d`); messages in flight are still awaited.
     pub secs: f64,
+    /// Descriptors attached to every message (`--fds`).
+    pub fds: usize,
 }
 
 /// The report's fields the bench reads.
@@ -48,6 +50,9 @@ pub fn run(run: &Run<'_>, cpu: Option<usize>) -> Result<Report, String> {
         .arg("--json");
     if run.churn {
         cmd.arg("--churn");
+    }
+    if run.fds > 0 {
+        cmd.args(["--fds", &run.fds.to_string()]);
     }
     // stderr is a pipe, not a terminal: no progress lines.
     let child = cmd

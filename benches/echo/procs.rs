@@ -22,6 +22,8 @@ pub enum Kind {
     Baseline,
     /// A peer in benches/peers, by its name.
     Peer(&'static str),
+    /// The release binary with these flags.
+    ReactorWith(&'static [&'static str]),
 }
 
 /// A server child process, killed on drop.
@@ -45,6 +47,11 @@ impl Server {
                 let bin = std::env::var_os("UDSR_BENCH_BASELINE").expect("UDSR_BENCH_BASELINE");
                 let mut c = Command::new(bin);
                 c.arg(&path).args(["--log-level", "warn"]);
+                c
+            }
+            Kind::ReactorWith(flags) => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_uds-reactor"));
+                c.arg(&path).args(["--log-level", "warn"]).args(flags);
                 c
             }
             Kind::Peer(peer) => {

@@ -3,6 +3,7 @@
 //! VmRSS are that server's alone.
 
 pub mod epoll;
+pub mod epoll_fds;
 pub mod threads;
 pub mod tokio_ct;
 
@@ -26,6 +27,7 @@ pub fn serve(name: &str, path: &Path) {
         "tokio-ct" => tokio_ct::serve(listener),
         "std-threads" => threads::serve(listener),
         "raw-epoll" => epoll::serve(listener),
+        "raw-epoll-fds" => epoll_fds::serve(listener),
         other => panic!("unknown peer {other}"),
     }
 }
