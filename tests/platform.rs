@@ -511,3 +511,41 @@ fn a_datagram_on_a_stream_socket_is_unsupported() {
     let _ = (&s).read_to_end(&mut rest);
     running.stop();
 }
+
+/// A server timer set before `run` fires once the loop runs (and one set
+/// for later by its callback keeps the work going).
+#[test]
+fn a_server_timer_set_before_run_fires() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    struct Ticks(Arc<AtomicU64>);
+    impl Handler for Ticks {
+        type State = ();
+        fn open(&mut self, _: &mut Context<'_>) {}
+        fn frame(&mut self, _: &mut (), _: Frame<'_>, _: &mut Context<'_>) {}
+        fn server_timer(&mut self, token: u64, ctl: &mut Ctl<'_>) {
+            assert_eq!(token, 7);
+            if self.0.fetch_add(1, Ordering::SeqCst) < 2 {
+                ctl.set_server_timer(ctl.now() + Duration::from_millis(1), 7);
+            }
+        }
+    }
+
+    let dir = TempDir::new("platform-early-timer");
+    let ticks = Arc::new(AtomicU64::new(0));
+    let mut server =
+        Server::with_handler(line_config(&dir.path("s.sock")), Ticks(Arc::clone(&ticks))).unwrap();
+    server.set_server_timer(Instant::now(), 7);
+    let handle = server.handle();
+    let thread = thread::spawn(move || server.run_handler());
+    let deadline = Instant::now() + PATIENCE;
+    while ticks.load(Ordering::SeqCst) < 3 {
+        assert!(Instant::now() < deadline, "the timers did not fire");
+        thread::sleep(Duration::from_millis(1));
+    }
+    handle.stop();
+    let (stats, _) = thread.join().unwrap();
+    stats.unwrap();
+    assert_eq!(ticks.load(Ordering::SeqCst), 3);
+}

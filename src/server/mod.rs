@@ -258,6 +258,43 @@ impl<H: Handler<M>, M> Server<H, M> {
         &mut self.core.handler
     }
 
+    /// Calls [`Handler::server_timer`] with `token` at `deadline`, as
+    /// [`Ctl::set_server_timer`](crate::Ctl::set_server_timer) does from a
+    /// callback: for work the server starts with (a first heartbeat, a
+    /// periodic sweep), set before [`run`](Self::run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use uds_reactor::{Config, Context, Ctl, Frame, Handler, Server};
+    ///
+    /// struct Sweeper;
+    ///
+    /// impl Handler for Sweeper {
+    ///     type State = ();
+    ///     fn open(&mut self, _: &mut Context<'_>) {}
+    ///     fn frame(&mut self, _: &mut (), _: Frame<'_>, _: &mut Context<'_>) {}
+    ///     fn server_timer(&mut self, _: u64, ctl: &mut Ctl<'_>) {
+    ///         ctl.set_server_timer(ctl.now() + Duration::from_secs(60), 0);
+    ///     }
+    /// }
+    ///
+    /// let dir = std::env::temp_dir().join(format!("udsr-doc-timer-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let mut server = Server::with_handler(Config::new(dir.join("s.sock")), Sweeper)?;
+    /// server.set_server_timer(Instant::now() + Duration::from_secs(60), 0);
+    /// # drop(server);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_server_timer(&mut self, deadline: Instant, token: u64) -> crate::TimerId {
+        self.core
+            .world
+            .timers
+            .insert(crate::ctl::Owner::Server { token }, deadline)
+    }
+
     /// The address served (for an inherited socket, the one it is bound
     /// to; `None` if it has no name).
     pub fn address(&self) -> Option<&Address> {
