@@ -27,13 +27,17 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use crate::buffer::{Buffer, Spares, READ_SIZE};
-use crate::codec::{Decoder, Eof, Frame, FrameError};
+use crate::buffer::{Spares, READ_SIZE};
+use crate::codec::{Decoder, Eof, FrameError};
 use crate::config::{Config, Framing, SocketType};
 use crate::ctl::Ctl;
 use crate::fds::Attached;
 use crate::handler::{Closed, ConnId, Context, Handler, PeerCred};
-use crate::outbox::{self, Outbox};
+use crate::outbox;
+
+mod delivery;
+
+use delivery::{context, Delivery, Output};
 
 /// Settings shared by every connection of a server (kept out of [`Conn`]
 /// so an idle connection stays small).
@@ -161,14 +165,6 @@ pub struct Conn<S> {
     last_active: Instant,
     phase: Phase,
     reason: Option<CloseReason>,
-}
-
-/// A connection's unsent output: bytes for a stream, records for
-/// messages, and the descriptors attached to them (made on first use).
-#[derive(Debug, Default)]
-struct Output {
-    bytes: Buffer,
-    fds: Option<Box<Attached>>,
 }
 
 /// What a [`Conn`] asks the driver to register.
@@ -641,99 +637,5 @@ impl<S> Conn<S> {
         self.out.bytes.release(&mut spares.output);
         self.out.fds = None;
         self.decoder.clear(&mut spares.input);
-    }
-}
-
-/// The context for one callback: replies go to `out`, encoded as the
-/// connection's socket type and framing want.
-fn context<'a>(
-    id: ConnId,
-    peer: Option<PeerCred>,
-    limits: &Limits,
-    out: &'a mut Output,
-    received: Option<&'a mut Vec<OwnedFd>>,
-    spare: &'a mut Vec<u8>,
-    ctl: &'a mut Ctl<'_>,
-) -> Context<'a> {
-    let limit = limits.out_limit();
-    let Output { bytes: out, fds } = out;
-    let outbox = if limits.messages {
-        Outbox::Messages { out, limit, fds }
-    } else {
-        Outbox::Stream {
-            out,
-            framing: limits.framing,
-            limit,
-            fds,
-        }
-    };
-    Context::new(id, peer, outbox, received, spare, ctl.reborrow())
-}
-
-/// Hands decoded frames to the handler one by one, counting them and
-/// noting when it asks to close (which stops delivery).
-struct Delivery<'a, 'c> {
-    id: ConnId,
-    peer: Option<PeerCred>,
-    limits: &'a Limits,
-    out: &'a mut Output,
-    /// The descriptors waiting for the next frame; those its callback
-    /// leaves are closed after it.
-    received: Option<&'a mut Vec<OwnedFd>>,
-    spare: &'a mut Vec<u8>,
-    ctl: &'a mut Ctl<'c>,
-    tally: Tally,
-    close: bool,
-}
-
-impl<'a, 'c> Delivery<'a, 'c> {
-    fn new(
-        id: ConnId,
-        peer: Option<PeerCred>,
-        limits: &'a Limits,
-        out: &'a mut Output,
-        received: Option<&'a mut Vec<OwnedFd>>,
-        spare: &'a mut Vec<u8>,
-        ctl: &'a mut Ctl<'c>,
-    ) -> Delivery<'a, 'c> {
-        Delivery {
-            id,
-            peer,
-            limits,
-            out,
-            received,
-            spare,
-            ctl,
-            tally: Tally::default(),
-            close: false,
-        }
-    }
-
-    /// One frame to the handler; `false` once it asked to close.
-    #[inline(always)]
-    fn deliver<H: Handler<M>, M>(
-        &mut self,
-        handler: &mut H,
-        state: &mut H::State,
-        frame: Frame<'_>,
-    ) -> bool {
-        let mut cx = context(
-            self.id,
-            self.peer,
-            self.limits,
-            self.out,
-            self.received.as_deref_mut(),
-            self.spare,
-            self.ctl,
-        );
-        handler.frame(state, frame, &mut cx);
-        let (close, sent) = cx.outcome();
-        if let Some(left) = self.received.as_deref_mut() {
-            left.clear(); // not taken: closed
-        }
-        self.tally.frames_in += 1;
-        self.tally.frames_out += sent;
-        self.close = close;
-        !close
     }
 }

@@ -1,0 +1,115 @@
+//! How a connection hands its handler a [`Context`]: the output the
+//! replies go to (bytes or records, and the descriptors attached to
+//! them), and the delivery of decoded frames one by one.
+
+use std::os::fd::OwnedFd;
+
+use super::{Limits, Tally};
+use crate::buffer::Buffer;
+use crate::codec::Frame;
+use crate::ctl::Ctl;
+use crate::fds::Attached;
+use crate::handler::{ConnId, Context, Handler, PeerCred};
+use crate::outbox::Outbox;
+
+/// A connection's unsent output: bytes for a stream, records for
+/// messages, and the descriptors attached to them (made on first use).
+#[derive(Debug, Default)]
+pub(super) struct Output {
+    pub(super) bytes: Buffer,
+    pub(super) fds: Option<Box<Attached>>,
+}
+
+/// The context for one callback: replies go to `out`, encoded as the
+/// connection's socket type and framing want.
+pub(super) fn context<'a>(
+    id: ConnId,
+    peer: Option<PeerCred>,
+    limits: &Limits,
+    out: &'a mut Output,
+    received: Option<&'a mut Vec<OwnedFd>>,
+    spare: &'a mut Vec<u8>,
+    ctl: &'a mut Ctl<'_>,
+) -> Context<'a> {
+    let limit = limits.out_limit();
+    let Output { bytes: out, fds } = out;
+    let outbox = if limits.messages {
+        Outbox::Messages { out, limit, fds }
+    } else {
+        Outbox::Stream {
+            out,
+            framing: limits.framing,
+            limit,
+            fds,
+        }
+    };
+    Context::new(id, peer, outbox, received, spare, ctl.reborrow())
+}
+
+/// Hands decoded frames to the handler one by one, counting them and
+/// noting when it asks to close (which stops delivery).
+pub(super) struct Delivery<'a, 'c> {
+    id: ConnId,
+    peer: Option<PeerCred>,
+    limits: &'a Limits,
+    out: &'a mut Output,
+    /// The descriptors waiting for the next frame; those its callback
+    /// leaves are closed after it.
+    received: Option<&'a mut Vec<OwnedFd>>,
+    spare: &'a mut Vec<u8>,
+    ctl: &'a mut Ctl<'c>,
+    pub(super) tally: Tally,
+    pub(super) close: bool,
+}
+
+impl<'a, 'c> Delivery<'a, 'c> {
+    pub(super) fn new(
+        id: ConnId,
+        peer: Option<PeerCred>,
+        limits: &'a Limits,
+        out: &'a mut Output,
+        received: Option<&'a mut Vec<OwnedFd>>,
+        spare: &'a mut Vec<u8>,
+        ctl: &'a mut Ctl<'c>,
+    ) -> Delivery<'a, 'c> {
+        Delivery {
+            id,
+            peer,
+            limits,
+            out,
+            received,
+            spare,
+            ctl,
+            tally: Tally::default(),
+            close: false,
+        }
+    }
+
+    /// One frame to the handler; `false` once it asked to close.
+    #[inline(always)]
+    pub(super) fn deliver<H: Handler<M>, M>(
+        &mut self,
+        handler: &mut H,
+        state: &mut H::State,
+        frame: Frame<'_>,
+    ) -> bool {
+        let mut cx = context(
+            self.id,
+            self.peer,
+            self.limits,
+            self.out,
+            self.received.as_deref_mut(),
+            self.spare,
+            self.ctl,
+        );
+        handler.frame(state, frame, &mut cx);
+        let (close, sent) = cx.outcome();
+        if let Some(left) = self.received.as_deref_mut() {
+            left.clear(); // not taken: closed
+        }
+        self.tally.frames_in += 1;
+        self.tally.frames_out += sent;
+        self.close = close;
+        !close
+    }
+}
