@@ -25,6 +25,13 @@
 //!   ids it remembers (stale ones included), against a model of what each
 //!   connection must be written, what each call must return and which
 //!   timers may fire.
+//! * `fds`: a [`Conn`](crate::conn::Conn) running [`Echo`](crate::Echo)
+//!   with real descriptors (socket pairs) attached to its reads: each
+//!   must go back once, with the first byte of the echo of the frame
+//!   holding the first byte of its read (with its message on seqpacket),
+//!   in order, or be closed (over `max_fds`, `lost`, a frame error, input
+//!   closed, killed, at `finish`); `fds_pending()` and `wants_read()`
+//!   follow, and after `finish` nothing is left open.
 //!
 //! Not part of the API: hidden from the docs, may change at any time.
 #![allow(missing_docs)]
@@ -34,11 +41,13 @@ use crate::config::Framing;
 mod buffer;
 mod codec;
 mod conn;
+mod fds;
 mod platform;
 
 pub use buffer::buffer;
 pub use codec::codec;
 pub use conn::conn;
+pub use fds::fds;
 pub use platform::platform;
 
 /// The operations' source: bytes taken from the front, zeros once empty.

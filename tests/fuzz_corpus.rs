@@ -71,11 +71,17 @@ fn platform_seeds_and_regressions_pass() {
 }
 
 #[test]
+fn fds_seeds_and_regressions_pass() {
+    assert!(replay("fds", fuzzing::fds) >= 4, "fds seeds are committed");
+}
+
+#[test]
 fn empty_and_tiny_inputs_pass_every_target() {
     for data in [&b""[..], b"\0", b"\xff", b"\x01\x02\x03"] {
         fuzzing::codec(data);
         fuzzing::buffer(data);
         fuzzing::conn(data);
         fuzzing::platform(data);
+        fuzzing::fds(data);
     }
 }
