@@ -384,7 +384,7 @@ impl Driver {
         let id = world.peers.open(0);
         let (mut handler, mut spares) = (Echo, Spares::default());
         let ctl = &mut world.ctl(now, None);
-        let (conn, _) = Conn::open(id, None, now, &limits, &mut handler, &mut spares, ctl);
+        let (conn, _) = Conn::open(id, None, None, now, &limits, &mut handler, &mut spares, ctl);
         Driver {
             conn,
             id,
