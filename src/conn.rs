@@ -340,7 +340,7 @@ impl<S> Conn<S> {
     // The inputs, then what the callbacks borrow (handler, spare
     // allocations, the server's Ctl): grouping them would only hide that.
     #[allow(clippy::too_many_arguments)]
-    #[inline]
+    #[inline(always)]
     pub fn handle_read<H, M>(
         &mut self,
         id: ConnId,
