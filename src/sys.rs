@@ -371,6 +371,21 @@ pub fn recv_dgram(
     })
 }
 
+/// Bytes waiting to be read on a stream socket (`FIONREAD`): after a
+/// read that brought descriptors, which the kernel ends at their bytes,
+/// whether more is queued (cheaper than a read that would block).
+///
+/// # Errors
+///
+/// `ioctl`'s error.
+pub fn bytes_waiting(sock: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points
+    // to a live c_int; the socket is borrowed, so open, for the call.
+    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) })?;
+    Ok(n.max(0) as usize)
+}
+
 /// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not SIGPIPE).
 /// Retries on `EINTR`.
 ///

@@ -140,9 +140,10 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
         ..
     } = core;
     let ctl = &mut world.ctl(now, None);
-    // `fds_came`: a stream read that brings descriptors ends right after
-    // the bytes carrying them, so it is short without draining the socket.
-    let (read, fds_came) = if FDS {
+    // `more`: a stream read that brings descriptors ends right after the
+    // bytes carrying them, so being short does not prove the socket
+    // drained; `read_fds` asks the kernel whether more is waiting.
+    let (read, more) = if FDS {
         // Every read a recvmsg with room for descriptors: on a stream they
         // ride on a byte, and a plain read would let the kernel drop them.
         let max = match limits.messages {
@@ -168,7 +169,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
                 return ControlFlow::Break(());
             }
             let short = !limits.messages && n < scratch.len() && !entry.read_closed;
-            if short && !(FDS && fds_came) {
+            if short && !(FDS && more) {
                 entry.readable = false; // a short read drained the socket
             }
             entry
@@ -192,9 +193,10 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
 }
 
 /// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
-/// real length)` as for a plain read, and whether descriptors came; they
-/// go to the connection (which closes itself over the limit, or if some
-/// were lost).
+/// real length)` as for a plain read, and whether more may be waiting
+/// although the read was short (it brought descriptors and FIONREAD says
+/// so); the descriptors go to the connection (which closes itself over
+/// the limit, or if some were lost).
 #[inline(never)]
 fn read_fds<S>(
     entry: &mut Entry<S>,
@@ -212,7 +214,11 @@ fn read_fds<S>(
     }
     stats.fds_in += fds.len() as u64;
     entry.conn.handle_fds(fds, got.fds_lost, limits);
-    (Ok((got.len, got.full_len)), true)
+    // The kernel ended this read at the descriptors' bytes: whether the
+    // socket is drained, FIONREAD says for less than a read that would
+    // block (a message socket reads one message a time anyway).
+    let more = limits.messages || sys::bytes_waiting(entry.sock.as_fd()).is_ok_and(|n| n > 0);
+    (Ok((got.len, got.full_len)), more)
 }
 
 /// Writes pending output until it is gone or the socket would block.
