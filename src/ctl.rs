@@ -575,7 +575,7 @@ pub(crate) fn queue_datagram(
     max_buffer: usize,
     to: &SockAddr,
     bytes: &[u8],
-    fds: Vec<OwnedFd>,
+    mut fds: Vec<OwnedFd>,
 ) -> Result<(), SendError> {
     if queue.cost() >= max_buffer {
         return Err(SendError::Full {
@@ -586,7 +586,7 @@ pub(crate) fn queue_datagram(
     let place = queue.len();
     queue.push_to(to, bytes)?;
     if !fds.is_empty() {
-        queue.attach(place, fds);
+        queue.attach(place, &mut fds);
     }
     Ok(())
 }

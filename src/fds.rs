@@ -99,36 +99,38 @@ pub fn recv_with_fds(
 /// with: for bytes and message records, the number of output bytes ahead
 /// of it; for datagrams, the number of datagrams ahead of it. Places
 /// count from the head of the output, so they shrink as it is written.
+/// The descriptors themselves lie back to back in one vector, so that
+/// steady traffic allocates nothing.
 #[derive(Debug, Default)]
-#[allow(dead_code)] // wired into the connection next
 pub(crate) struct Attached {
-    /// `(place, descriptors)`, places ascending and distinct.
-    queue: VecDeque<(usize, Vec<OwnedFd>)>,
-    /// Descriptors held, over all places.
-    held: usize,
+    /// `(place, how many of fds)`, places ascending and distinct.
+    sets: VecDeque<(usize, usize)>,
+    /// Every set's descriptors, in order.
+    fds: Vec<OwnedFd>,
 }
 
-#[allow(dead_code)]
 impl Attached {
-    /// Attaches `fds` at `place` (at or after every place so far).
-    pub(crate) fn attach(&mut self, place: usize, fds: Vec<OwnedFd>) {
+    /// Attaches the descriptors of `fds` at `place` (at or after every
+    /// place so far), taking them out of it (its allocation stays).
+    pub(crate) fn attach(&mut self, place: usize, fds: &mut Vec<OwnedFd>) {
         if fds.is_empty() {
             return;
         }
-        self.held += fds.len();
-        match self.queue.back_mut() {
-            Some((last, set)) if *last == place => set.extend(fds),
+        let n = fds.len();
+        self.fds.append(fds);
+        match self.sets.back_mut() {
+            Some((last, count)) if *last == place => *count += n,
             _ => {
-                debug_assert!(self.queue.back().is_none_or(|(last, _)| *last < place));
-                self.queue.push_back((place, fds));
+                debug_assert!(self.sets.back().is_none_or(|(last, _)| *last < place));
+                self.sets.push_back((place, n));
             }
         }
     }
 
     /// The descriptors that go with the head of the output (place 0).
     pub(crate) fn at_head(&self) -> &[OwnedFd] {
-        match self.queue.front() {
-            Some((0, set)) => set,
+        match self.sets.front() {
+            Some(&(0, n)) => &self.fds[..n],
             _ => &[],
         }
     }
@@ -136,7 +138,7 @@ impl Attached {
     /// How far a write from the head may go before it would reach the
     /// next place with descriptors (`None`: no limit).
     pub(crate) fn run(&self) -> Option<usize> {
-        let mut places = self.queue.iter().map(|(place, _)| *place);
+        let mut places = self.sets.iter().map(|(place, _)| *place);
         match places.next() {
             Some(0) => places.next(),
             other => other,
@@ -148,29 +150,23 @@ impl Attached {
     /// many descriptors that let go of (closing this side's copies).
     pub(crate) fn advance(&mut self, n: usize) -> usize {
         let mut gone = 0;
-        while let Some((place, _)) = self.queue.front() {
-            if *place >= n {
+        while let Some(&(place, count)) = self.sets.front() {
+            if place >= n {
                 break;
             }
-            if let Some((_, set)) = self.queue.pop_front() {
-                gone += set.len();
-            }
+            self.sets.pop_front();
+            gone += count;
         }
-        for (place, _) in &mut self.queue {
+        for (place, _) in &mut self.sets {
             *place -= n;
         }
-        self.held -= gone;
+        self.fds.drain(..gone);
         gone
     }
 
     /// Descriptors held.
     pub(crate) fn held(&self) -> usize {
-        self.held
-    }
-
-    /// Whether none is held.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.fds.len()
     }
 }
 
@@ -188,10 +184,11 @@ mod tests {
     #[test]
     fn attachments_bound_writes_and_go_with_the_head() {
         let mut a = Attached::default();
-        a.attach(0, fds(1));
-        a.attach(5, fds(2));
-        a.attach(5, fds(1));
-        a.attach(9, fds(1));
+        for (place, n) in [(0, 1), (5, 2), (5, 1), (9, 1)] {
+            let mut set = fds(n);
+            a.attach(place, &mut set);
+            assert!(set.is_empty(), "taken out");
+        }
         assert_eq!((a.held(), a.at_head().len(), a.run()), (5, 1, Some(5)));
         // A write of 3 from the head takes the first set.
         assert_eq!(a.advance(3), 1);
@@ -199,7 +196,6 @@ mod tests {
         assert_eq!(a.advance(2), 0);
         assert_eq!((a.at_head().len(), a.run()), (3, Some(4)));
         assert_eq!(a.advance(10), 4);
-        assert!(a.is_empty());
         assert_eq!((a.held(), a.run()), (0, None));
     }
 }

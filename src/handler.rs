@@ -265,9 +265,17 @@ impl<'a> Context<'a> {
         &mut self,
         payload: &[u8],
         framed: bool,
-        fds: Vec<OwnedFd>,
+        mut fds: Vec<OwnedFd>,
     ) -> Result<(), SendError> {
-        self.outbox.send_fds(payload, framed, fds, self.spare)?;
+        let sent = self.outbox.send_fds(payload, framed, &mut fds, self.spare);
+        // The emptied vector goes back to hold the next frame's
+        // descriptors (Echo's round trip then allocates nothing).
+        if let Some(received) = self.received.as_deref_mut() {
+            if received.capacity() == 0 {
+                *received = fds;
+            }
+        }
+        sent?;
         self.sent += 1;
         Ok(())
     }

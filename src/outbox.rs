@@ -115,24 +115,28 @@ impl Outbox<'_> {
         }
     }
 
-    /// Queues `payload` framed (or verbatim) with `fds` attached to it:
-    /// to its first byte on a stream, to the message otherwise. On error
-    /// nothing is queued and the descriptors are closed.
+    /// Queues `payload` framed (or verbatim) with the descriptors of
+    /// `fds` attached to it: to its first byte on a stream, to the message
+    /// otherwise; `fds` is left empty (its allocation is the caller's to
+    /// reuse). On error nothing is queued and the descriptors are closed.
     pub(crate) fn send_fds(
         &mut self,
         payload: &[u8],
         framed: bool,
-        fds: Vec<OwnedFd>,
+        fds: &mut Vec<OwnedFd>,
         spare: &mut Vec<u8>,
     ) -> Result<(), SendError> {
         let place = match self {
             Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
             Outbox::Datagrams { queue, .. } => queue.len(),
         };
-        if framed {
-            self.send(payload, spare)?;
-        } else {
-            self.send_wire(payload, spare)?;
+        let sent = match framed {
+            true => self.send(payload, spare),
+            false => self.send_wire(payload, spare),
+        };
+        if let Err(e) = sent {
+            fds.clear();
+            return Err(e);
         }
         if !fds.is_empty() {
             match self {
@@ -285,8 +289,9 @@ impl Datagrams {
         }
     }
 
-    /// Attaches `fds` to the datagram `place` datagrams from the head.
-    pub(crate) fn attach(&mut self, place: usize, fds: Vec<OwnedFd>) {
+    /// Attaches the descriptors of `fds` to the datagram `place`
+    /// datagrams from the head.
+    pub(crate) fn attach(&mut self, place: usize, fds: &mut Vec<OwnedFd>) {
         self.fds.get_or_insert_with(Box::default).attach(place, fds);
     }
 

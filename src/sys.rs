@@ -288,7 +288,7 @@ pub fn send_fds<F: AsFd>(
             ),
         ));
     }
-    let mut control = Control([0; CONTROL_SPACE]);
+    let mut control = Control::new();
     let space = rights_space(fds.len());
     loop {
         let mut iov = libc::iovec {
@@ -304,13 +304,16 @@ pub fn send_fds<F: AsFd>(
             msg.msg_namelen = to.len();
         }
         if !fds.is_empty() {
-            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_control = control.as_mut_ptr();
             msg.msg_controllen = space as _;
-            // SAFETY: the control buffer is aligned for cmsghdr and
-            // `space` (at most CONTROL_SPACE) bytes long, room for one
-            // SCM_RIGHTS header and `fds.len()` ints; CMSG_FIRSTHDR is
-            // non-null for a buffer that long. Data is written unaligned.
+            // SAFETY: the control buffer is aligned for cmsghdr and at
+            // least `space` (at most CONTROL_SPACE) bytes long, room for
+            // one SCM_RIGHTS header and `fds.len()` ints; those `space`
+            // bytes are zeroed first (padding included), so the kernel
+            // reads only initialised bytes; CMSG_FIRSTHDR is non-null for
+            // a buffer that long. Data is written unaligned.
             unsafe {
+                ptr::write_bytes(control.as_mut_ptr().cast::<u8>(), 0, space);
                 let cmsg = libc::CMSG_FIRSTHDR(&msg);
                 (*cmsg).cmsg_level = libc::SOL_SOCKET;
                 (*cmsg).cmsg_type = libc::SCM_RIGHTS;
@@ -453,9 +456,23 @@ const fn rights_space(n: usize) -> usize {
 /// The largest control buffer used: credentials and `MAX_FDS` rights.
 const CONTROL_SPACE: usize = CRED_SPACE + rights_space(MAX_FDS);
 
-/// A control buffer, aligned for `cmsghdr`.
+/// A control buffer, aligned for `cmsghdr`. Left uninitialised: the
+/// kernel writes what it hands back (and `msg_controllen` says how much),
+/// and a sender zeroes only the bytes it uses; zeroing all of it (a
+/// kilobyte, for `MAX_FDS`) cost more than the rest of a small echo.
 #[repr(C, align(8))]
-struct Control([u8; CONTROL_SPACE]);
+struct Control(mem::MaybeUninit<[u8; CONTROL_SPACE]>);
+
+impl Control {
+    fn new() -> Control {
+        Control(mem::MaybeUninit::uninit())
+    }
+
+    /// The buffer's start, for `msg_control`.
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+}
 
 /// `recvmsg` into one buffer, optionally with the sender's address, its
 /// credentials, and up to `fds.1` descriptors (appended to `fds.0`).
@@ -472,7 +489,7 @@ fn recvmsg(
         .as_ref()
         .map_or(0, |(_, max)| rights_space((*max).min(MAX_FDS)));
     let space = if want_cred { CRED_SPACE } else { 0 } + rights;
-    let mut control = Control([0; CONTROL_SPACE]);
+    let mut control = Control::new();
     loop {
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -487,7 +504,9 @@ fn recvmsg(
             msg.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         }
         if space > 0 {
-            msg.msg_control = control.0.as_mut_ptr().cast();
+            // Uninitialised: the kernel writes it; only what it wrote
+            // (msg_controllen on return) is read.
+            msg.msg_control = control.as_mut_ptr();
             msg.msg_controllen = space as _;
         }
         // SAFETY: every pointer in `msg` is null or points to a live,
