@@ -192,12 +192,32 @@ impl NewProcess {
     }
 
     /// How it exited, if it did (reaping it).
-    fn exited(&mut self) -> Option<String> {
+    fn exited(&mut self) -> Option<Exit> {
         match self.child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
+            Ok(Some(status)) => Some(Exit {
+                shown: status.to_string(),
+                ok: status.success(),
+            }),
             Ok(None) => None,
-            Err(e) => Some(format!("status unknown: {e}")),
+            Err(e) => Some(Exit {
+                shown: format!("status unknown: {e}"),
+                ok: false,
+            }),
         }
+    }
+}
+
+/// How the new process ended, as the logs say it.
+struct Exit {
+    /// `exit status: 3`, `signal: 9 (SIGKILL)`, ...
+    shown: String,
+    /// It exited 0.
+    ok: bool,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
     }
 }
 
@@ -327,15 +347,18 @@ impl<H: Handler<M>, M> Server<H, M> {
                 let Some(new) = slot else {
                     return;
                 };
-                if let Some(status) = new.exited() {
-                    error!(
-                        "upgrade: process {}, which took {} over, exited ({status})",
-                        new.child.id(),
-                        super::shown(&self.core.config)
-                    );
-                    new.close(registry);
-                    *slot = None;
+                let Some(status) = new.exited() else {
+                    return;
+                };
+                let (pid, addr) = (new.child.id(), super::shown(&self.core.config));
+                // 0: it was stopped, or upgraded in turn; else it failed.
+                if status.ok {
+                    info!("upgrade: process {pid}, which took {addr} over, exited ({status})");
+                } else {
+                    error!("upgrade: process {pid}, which took {addr} over, exited ({status})");
                 }
+                new.close(registry);
+                *slot = None;
             }
             _ => {}
         }
