@@ -479,3 +479,30 @@ fn socket_activated_server_upgrades() {
     wait_gone(new);
     assert!(exists(&path), "systemd's file stays");
 }
+
+/// SIGTERM while the new process has not said it listens: it is killed
+/// (it has accepted nothing), and the old one stops as usual, removing its
+/// file.
+#[test]
+fn sigterm_during_an_upgrade_kills_the_new_process_and_stops() {
+    let dir = TempDir::new("up-term");
+    let exe = own_binary(&dir);
+    let path = dir.path("s.sock");
+    let mut server = spawn(Command::new(&exe).arg(&path));
+    server.wait_for("listening on");
+    install_script(&exe, "#!/bin/sh\nexec sleep 60\n");
+    server.signal(SIGUSR2);
+    let line = server.wait_for("upgrade: started");
+    let pid: i32 = line
+        .rsplit("as process ")
+        .next()
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .expect("pid");
+    let _started = Started(vec![pid]);
+    server.signal(SIGTERM);
+    server.wait_for("upgrade abandoned");
+    assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log_text());
+    assert!(gone(pid), "the new process was killed");
+    assert!(!exists(&path), "the file was still ours: removed");
+}

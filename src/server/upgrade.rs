@@ -226,8 +226,8 @@ impl<H: Handler<M>, M> Server<H, M> {
     /// start) with the listening socket, and the metrics socket if any, by
     /// the socket-activation protocol, and hands over once it listens: the
     /// upgrade of the SPEC's "Zero-downtime upgrade". The new process must
-    /// serve what it inherits, as a server with [`Config::systemd`]
-    /// (`crate::Config::systemd`) does. Like
+    /// serve what it inherits, as a server with
+    /// [`Config::systemd`](crate::Config::systemd) does. Like
     /// [`handle_signals`](Self::handle_signals), a process-wide choice for
     /// the embedding program to make; call it after that one.
     ///
