@@ -116,6 +116,13 @@ fn upgrade_first(server: &mut Proc, started: &mut Started) -> i32 {
     upgrade(server, pid, started)
 }
 
+/// Descriptors `pid` has open.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
+}
+
 fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).expect("socket file").ino()
 }
@@ -237,6 +244,11 @@ fn a_broken_new_binary_is_one_error_line_and_the_old_serves_on() {
     server.wait_for("listening on");
     let ino = inode(&path);
     let mut open = connect(&path);
+    open.write_all(b"first").unwrap();
+    let mut got = [0; 5];
+    open.read_exact(&mut got).unwrap();
+    // Accepted and served: what the server holds with one connection.
+    let fds = fd_count(server.pid());
 
     install_script(&exe, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n");
     server.signal(SIGUSR2);
@@ -274,6 +286,11 @@ fn a_broken_new_binary_is_one_error_line_and_the_old_serves_on() {
     open.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"old connection");
     assert_eq!(inode(&path), ino);
+    assert_eq!(
+        fd_count(server.pid()),
+        fds,
+        "failed upgrades leave no descriptor behind"
+    );
     let errors = server.log_text().matches("[ERROR]").count();
     assert_eq!(errors, 2, "{}", server.log_text());
     assert!(server.stop().success());

@@ -31,7 +31,8 @@
 //! endpoint; `lifecycle` signals, shutdown and the final flush; `timers`
 //! the deadline heap; `logging` how peers are named and warnings limited;
 //! `metrics` the metrics socket and its clients; `watchdog` systemd's
-//! `WATCHDOG=1`; `upgrade` the SIGUSR2 binary upgrade.
+//! `WATCHDOG=1`; `listen` where the socket comes from (bound or
+//! inherited); `upgrade` the SIGUSR2 binary upgrade.
 //!
 //! mio is edge-triggered: each connection is read until `WouldBlock` (or a
 //! short read, which on a stream means the same), or, when its per-event
@@ -44,6 +45,7 @@ mod conns;
 mod dgram;
 mod handle;
 mod lifecycle;
+mod listen;
 mod logging;
 mod metrics;
 mod pump;
@@ -70,9 +72,10 @@ use crate::ctl::{Framer, World};
 use crate::error::Error;
 use crate::handler::{Echo, Handler};
 use crate::stats::{SharedStats, Stats};
-use crate::sys::{self, SocketFile};
+use crate::sys::SocketFile;
 use conns::Connections;
 use dgram::Dgram;
+use listen::{listen, Listening};
 
 use handle::Shared;
 pub use handle::{Handle, MessageError};
@@ -552,74 +555,5 @@ fn shown(config: &Config) -> String {
     match &config.address {
         Some(a) => a.to_string(),
         None => "an unnamed socket".into(),
-    }
-}
-
-/// The sockets [`listen`] found or made.
-struct Listening {
-    socket: Socket,
-    /// The socket file we own (created, or handed over by an upgrade).
-    file: Option<SocketFile>,
-    /// The metrics socket passed with the main one, and its file if ours.
-    metrics: Option<(Socket, Option<SocketFile>)>,
-    /// The channel to the old process, when an upgrade started us.
-    takeover: Option<Socket>,
-}
-
-/// The listening socket: inherited by socket activation (with
-/// `config.systemd`: from systemd, or from the old process of an upgrade,
-/// with the metrics socket and the ownership of their files), else bound
-/// as `config` says. An inherited socket's address replaces whatever
-/// `config` named.
-fn listen(config: &mut Config) -> Result<Listening, Error> {
-    if config.systemd {
-        if let Some(inherited) = sys::inherited_sockets(config.socket_type)? {
-            return Ok(take_over(config, inherited));
-        }
-    }
-    if config.address.is_none() {
-        return Err(Error::Config(
-            "no PATH given and no socket inherited from systemd".into(),
-        ));
-    }
-    let bound = sys::bind(config)?;
-    Ok(Listening {
-        socket: bound.socket,
-        file: bound.file,
-        metrics: None,
-        takeover: None,
-    })
-}
-
-/// Serves what activation passed. A socket file is ours only if an upgrade
-/// handed it over and the path still names it: systemd's stay systemd's.
-fn take_over(config: &mut Config, inherited: sys::Inherited) -> Listening {
-    let sys::Inherited {
-        main,
-        metrics,
-        takeover,
-    } = inherited;
-    let (ready, file_id, metrics_id) = match takeover {
-        Some(t) => (Some(t.ready), t.file, t.metrics_file),
-        None => (None, None, None),
-    };
-    let adopt = |address: &Option<Address>, id: Option<sys::FileId>| match (address, id) {
-        (Some(Address::Path(path)), Some(id)) => SocketFile::adopt(path, id),
-        _ => None,
-    };
-    config.address = sys::local_address(&main);
-    let file = adopt(&config.address, file_id);
-    let metrics = metrics.map(|socket| {
-        if let Some(address) = sys::local_address(&socket) {
-            config.metrics = Some(address);
-        }
-        let file = adopt(&config.metrics, metrics_id);
-        (socket, file)
-    });
-    Listening {
-        socket: main,
-        file,
-        metrics,
-        takeover: ready,
     }
 }
