@@ -110,7 +110,7 @@ pub use ctl::Ctl;
 pub use error::Error;
 pub use handler::{Closed, ConnId, Context, Echo, Handler, PeerCred};
 pub use outbox::SendError;
-pub use server::{Handle, MessageError, Server};
+pub use server::{Handle, MessageError, Program, Server};
 pub use stats::Stats;
 pub use timers::TimerId;
 

@@ -30,14 +30,16 @@
 //! [`SocketFile`], whose `Drop` unlinks the file only if it still has the
 //! recorded device and inode: every exit path, error or not, cleans up.
 //!
-//! Submodules: `socket_file` (the protocol above, groups, addresses) and
-//! `systemd` (socket activation, readiness notification).
+//! Submodules: `socket_file` (the protocol above, groups, addresses),
+//! `systemd` (socket activation, readiness notification) and `upgrade`
+//! (starting the new process of a SIGUSR2 upgrade).
 
 mod peer;
 mod socket_file;
 mod systemd;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 use std::io;
 use std::mem;
@@ -55,7 +57,8 @@ pub use socket_file::resolve_group;
 pub use socket_file::{bind, local_address, SocketFile};
 #[cfg(test)]
 use systemd::notify_to;
-pub use systemd::{inherited_listener, notify};
+pub use systemd::{inherited_sockets, notify, Inherited};
+pub use upgrade::{pidfd_open, spawn_upgrade, Handing, METRICS_FILE_VAR, SOCKET_FILE_VAR};
 
 /// Device and inode of a socket file we created, to remove it only if it is
 /// still ours.

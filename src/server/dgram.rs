@@ -179,6 +179,11 @@ impl<S> Dgram<S> {
         self.queue.is_empty()
     }
 
+    /// The socket (handed to the new process of an upgrade).
+    pub(super) fn socket(&self) -> &Socket {
+        &self.sock
+    }
+
     /// Replies waiting.
     pub(super) fn queued(&self) -> usize {
         self.queue.len()

@@ -1,12 +1,13 @@
 //! The server's life around the loop: signals, the announcement once
-//! listening, shutdown (stop accepting, give up the socket file, drain),
-//! and the end (close what is left, log the counters).
+//! listening (and, in the new process of an upgrade, telling the old one),
+//! shutdown (stop accepting, give up the socket file, drain), and the end
+//! (close what is left, log the counters).
 
 use std::time::Instant;
 
 use log::{debug, info, warn};
 use mio::Interest;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{Endpoint, Server, SIGNALS};
@@ -47,12 +48,18 @@ impl<H: Handler<M>, M> Server<H, M> {
         let Some(signals) = self.signals.as_mut() else {
             return;
         };
-        let mut stop = false;
+        let (mut stop, mut upgrade) = (false, false);
         for signal in signals.pending() {
             match signal {
                 SIGUSR1 => info!("{}", self.core.stats),
+                SIGUSR2 => upgrade = true,
                 _ => stop = true,
             }
+        }
+        if upgrade && stop {
+            warn!("SIGUSR2 ignored: shutting down");
+        } else if upgrade {
+            self.on_sigusr2(now);
         }
         if !stop {
             return;
@@ -71,8 +78,11 @@ impl<H: Handler<M>, M> Server<H, M> {
     }
 
     /// Stop accepting and reading, remove the socket file, and give every
-    /// connection until the drain deadline to flush.
+    /// connection until the drain deadline to flush. After an upgrade's
+    /// handover the file is the new process's, and it is systemd's main
+    /// process: no `STOPPING=1`.
     pub(super) fn begin_shutdown(&mut self, now: Instant) {
+        self.settle_upgrade(now);
         let n = self.endpoint.open();
         info!(
             "shutting down: flushing {n} connection{} for up to {:?}",
@@ -84,7 +94,7 @@ impl<H: Handler<M>, M> Server<H, M> {
         if let Endpoint::Connections(c) = &mut self.endpoint {
             c.shutdown(&mut self.core, self.poll.registry(), now);
         }
-        if self.core.config.systemd {
+        if self.core.config.systemd && !self.upgrade.handed_over() {
             if let Err(e) = sys::notify("STOPPING=1") {
                 debug!("notify STOPPING=1: {e}");
             }
@@ -110,6 +120,7 @@ impl<H: Handler<M>, M> Server<H, M> {
     /// back.
     pub(super) fn finish(mut self) -> (Stats, H) {
         if self.draining.is_none() {
+            self.settle_upgrade(Instant::now());
             self.stop_listening();
         }
         let mut core = self.core;
@@ -122,21 +133,26 @@ impl<H: Handler<M>, M> Server<H, M> {
         (core.stats, core.handler)
     }
 
-    /// Logs `listening on ...` and, with systemd support, says `READY=1`.
-    pub(super) fn announce(&self) {
+    /// Logs `listening on ...` and, with systemd support, says `READY=1`
+    /// (with `MAINPID=` in the new process of an upgrade, which then tells
+    /// the old one).
+    pub(super) fn announce(&mut self) {
+        let tell = self.upgrade.take_tell();
         let config = &self.core.config;
         let addr = super::shown(config);
         // Only a path we bound ourselves has a file of ours.
         let inherited = self.file.is_none() && matches!(config.address, Some(Address::Path(_)));
+        let from = match &tell {
+            Some(_) => format!(
+                ", taken over from process {}",
+                std::os::unix::process::parent_id()
+            ),
+            None if inherited => ", descriptor 3 from systemd".into(),
+            None => String::new(),
+        };
         info!(
-            "listening on {addr} ({}, {}){}",
-            config.socket_type,
-            config.framing,
-            if inherited {
-                ", descriptor 3 from systemd"
-            } else {
-                ""
-            }
+            "listening on {addr} ({}, {}){from}",
+            config.socket_type, config.framing
         );
         if let Some(m) = &self.metrics {
             info!("metrics on {} (GET /metrics)", m.address);
@@ -145,14 +161,24 @@ impl<H: Handler<M>, M> Server<H, M> {
             warn!("{addr} is an abstract address: file permissions do not apply, any process in this network namespace can connect or send to it (use --allow-uid/--allow-gid)");
         }
         if config.systemd {
-            if let Err(e) = sys::notify("READY=1") {
+            // systemd must know the new main process before the old exits.
+            let state = match &tell {
+                Some(_) => format!("MAINPID={}\nREADY=1", std::process::id()),
+                None => "READY=1".into(),
+            };
+            if let Err(e) = sys::notify(&state) {
                 warn!("notify READY=1: {e}");
+            }
+        }
+        if let Some(tell) = tell {
+            if let Err(e) = sys::send_nosignal(&tell, b"L") {
+                warn!("upgrade: cannot tell the old process that we listen: {e}");
             }
         }
     }
 }
 
-fn plural(n: usize) -> &'static str {
+pub(super) fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
     } else {

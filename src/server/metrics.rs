@@ -71,9 +71,9 @@ struct Scrape {
 /// The listener and its scrapes.
 pub(super) struct Metrics {
     listener: Socket,
-    /// The socket file we created (`None` for an abstract address);
-    /// dropping it removes the file if it is still ours.
-    _file: Option<SocketFile>,
+    /// The socket file we own (`None` for an abstract address or one
+    /// systemd made); dropping it removes the file if it is still ours.
+    file: Option<SocketFile>,
     /// The address, as logs name it.
     pub(super) address: Address,
     scrapes: Slab<Scrape>,
@@ -104,23 +104,70 @@ impl Metrics {
         own.address = Some(address.clone());
         own.socket_type = SocketType::Stream;
         let bound = sys::bind(&own)?;
+        Metrics::serve(bound.socket, bound.file, address.clone(), config, registry)
+    }
+
+    /// Serves a metrics listener passed by socket activation (an upgrade's
+    /// old process, or systemd with `FileDescriptorName=metrics`), with
+    /// its file if it is ours.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Activation`] for a socket without an address;
+    /// [`Error::Io`] with step `register`.
+    pub(super) fn adopt(
+        listener: Socket,
+        file: Option<SocketFile>,
+        config: &Config,
+        registry: &Registry,
+    ) -> Result<Metrics, Error> {
+        let address = sys::local_address(&listener)
+            .ok_or_else(|| Error::Activation("the metrics socket has no address".into()))?;
+        Metrics::serve(listener, file, address, config, registry)
+    }
+
+    fn serve(
+        listener: Socket,
+        file: Option<SocketFile>,
+        address: Address,
+        config: &Config,
+        registry: &Registry,
+    ) -> Result<Metrics, Error> {
         registry
             .register(
-                &mut SourceFd(&bound.socket.as_raw_fd()),
+                &mut SourceFd(&listener.as_raw_fd()),
                 METRICS,
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("register", format!("metrics socket {address}"), e))?;
         Ok(Metrics {
-            listener: bound.socket,
-            _file: bound.file,
-            address: address.clone(),
+            listener,
+            file,
+            address,
             scrapes: Slab::new(),
             timers: Timers::default(),
             deadline: config.idle_timeout.map_or(DEADLINE, |t| t.min(DEADLINE)),
             accept_ready: false,
             full_log: RateLimited::default(),
         })
+    }
+
+    /// The listener (handed to the new process of an upgrade).
+    pub(super) fn listener(&self) -> &Socket {
+        &self.listener
+    }
+
+    /// The socket file we own, if any.
+    pub(super) fn file(&self) -> Option<&SocketFile> {
+        self.file.as_ref()
+    }
+
+    /// Closes the listener and its scrapes, leaving the socket file to
+    /// the new process an upgrade handed it to.
+    pub(super) fn hand_over(mut self) {
+        if let Some(file) = self.file.take() {
+            file.release();
+        }
     }
 
     /// When the loop must wake: now while accepts are left over, else at

@@ -10,11 +10,16 @@
 //!             unfinished accepts, unread datagrams), else until the
 //!             nearest deadline
 //!   poll(timeout)
+//!   stop if an upgrade handed the socket over and nothing is owed
 //!   for each event: waker -> nothing (a stop request is checked below);
-//!                   signals -> stop or log; anything else -> the endpoint
+//!                   signals -> stop, log or upgrade; the new process of
+//!                   an upgrade -> hand over or give up; anything else ->
+//!                   the endpoint
 //!   the endpoint's turn: accept (bounded), work the ready list (bounded),
 //!                        fire due deadlines, reap what finished
 //!   the metrics socket's turn: accept (bounded), drop overdue clients
+//!   the upgrade's turn: give up on a new process late to listen, end the
+//!                       drain after a handover
 //!   ping systemd's watchdog if due
 //!   publish the counters
 //! ```
@@ -26,7 +31,8 @@
 //! endpoint; `lifecycle` signals, shutdown and the final flush; `timers`
 //! the deadline heap; `logging` how peers are named and warnings limited;
 //! `metrics` the metrics socket and its clients; `watchdog` systemd's
-//! `WATCHDOG=1`.
+//! `WATCHDOG=1`; `listen` where the socket comes from (bound or
+//! inherited); `upgrade` the SIGUSR2 binary upgrade.
 //!
 //! mio is edge-triggered: each connection is read until `WouldBlock` (or a
 //! short read, which on a stream means the same), or, when its per-event
@@ -39,9 +45,11 @@ mod conns;
 mod dgram;
 mod handle;
 mod lifecycle;
+mod listen;
 mod logging;
 mod metrics;
 mod pump;
+mod upgrade;
 mod watchdog;
 
 use std::io;
@@ -64,21 +72,28 @@ use crate::ctl::{Framer, World};
 use crate::error::Error;
 use crate::handler::{Echo, Handler};
 use crate::stats::{SharedStats, Stats};
-use crate::sys::{self, SocketFile};
+use crate::sys::SocketFile;
 use conns::Connections;
 use dgram::Dgram;
+use listen::{listen, Listening};
 
 use handle::Shared;
 pub use handle::{Handle, MessageError};
 use metrics::Metrics;
+pub use upgrade::Program;
+use upgrade::Upgrade;
 use watchdog::Watchdog;
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 /// The listener, or the datagram socket.
 const ENDPOINT: Token = Token(2);
+/// The readiness channel to the new process of an upgrade ...
+const UPGRADE_READY: Token = Token(3);
+/// ... and its pidfd (readable once it exits).
+const UPGRADE_CHILD: Token = Token(4);
 /// Connection tokens are slab keys shifted past the reserved ones.
-const FIRST_CONN: usize = 3;
+const FIRST_CONN: usize = 5;
 
 /// What every endpoint works with: the handler and the state the loop
 /// lends to whichever connection is being served.
@@ -163,6 +178,9 @@ pub struct Server<H: Handler<M> = Echo, M = ()> {
     /// systemd's watchdog, pinged from the loop (only with
     /// [`Config::systemd`] and `WATCHDOG_USEC` set).
     watchdog: Option<Watchdog>,
+    /// The SIGUSR2 upgrade: the program to start, and where an upgrade
+    /// stands (see [`Server::handle_upgrades`]).
+    upgrade: Upgrade,
 }
 
 impl Server<Echo> {
@@ -191,7 +209,12 @@ impl<H: Handler<M>, M> Server<H, M> {
     /// way is removed again.
     pub fn with_handler(mut config: Config, handler: H) -> Result<Server<H, M>, Error> {
         config.validate()?;
-        let (socket, file) = listen(&mut config)?;
+        let Listening {
+            socket,
+            file,
+            metrics,
+            takeover,
+        } = listen(&mut config)?;
         // A runtime error names the address as well as the step.
         let target = |what: &str| format!("{what} for {}", shown(&config));
         let poll = Poll::new().map_err(|e| Error::io("create", target("poll"), e))?;
@@ -204,9 +227,12 @@ impl<H: Handler<M>, M> Server<H, M> {
                 Interest::READABLE,
             )
             .map_err(|e| Error::io("register", target("the socket"), e))?;
-        let metrics = match &config.metrics {
-            Some(address) => Some(Metrics::bind(&config, address, poll.registry())?),
-            None => None,
+        let metrics = match (metrics, &config.metrics) {
+            (Some((socket, file)), _) => {
+                Some(Metrics::adopt(socket, file, &config, poll.registry())?)
+            }
+            (None, Some(address)) => Some(Metrics::bind(&config, address, poll.registry())?),
+            (None, None) => None,
         };
         let (messages, received) = mpsc::sync_channel(config.message_queue);
         let watchdog = config
@@ -236,6 +262,7 @@ impl<H: Handler<M>, M> Server<H, M> {
             draining: None,
             metrics,
             watchdog,
+            upgrade: Upgrade::new(takeover),
         })
     }
 
@@ -338,9 +365,13 @@ impl<H: Handler<M>, M> Server<H, M> {
                     return Ok(());
                 }
             }
+            if self.upgrade.handed_over() && self.endpoint.is_drained() {
+                return Ok(()); // SPEC: as soon as the last one is gone
+            }
             let messages = self.core.messages_ready.then_some(now);
             let timers = self.core.world.timers.next();
             let ping = self.watchdog.as_ref().map(Watchdog::deadline);
+            let upgrade = self.upgrade_deadline();
             let scrapes = self.metrics.as_ref().and_then(|m| m.wakeup(now));
             let timeout = [
                 self.endpoint.wakeup(now),
@@ -349,6 +380,7 @@ impl<H: Handler<M>, M> Server<H, M> {
                 messages,
                 timers,
                 ping,
+                upgrade,
             ]
             .into_iter()
             .flatten()
@@ -365,6 +397,7 @@ impl<H: Handler<M>, M> Server<H, M> {
                 match event.token() {
                     WAKER => self.core.messages_ready = true,
                     SIGNALS => self.take_signals(now),
+                    UPGRADE_READY | UPGRADE_CHILD => self.on_upgrade_event(event.token(), now),
                     t if metrics::owns(t) => self.on_metrics_event(event),
                     _ => self
                         .endpoint
@@ -379,6 +412,7 @@ impl<H: Handler<M>, M> Server<H, M> {
             if let Some(m) = &mut self.metrics {
                 m.turn(self.poll.registry(), &mut self.core.scratch, now);
             }
+            self.upgrade_turn(now);
             if self.core.messages_ready {
                 self.deliver_messages(now);
             }
@@ -499,6 +533,14 @@ impl<S> Endpoint<S> {
         }
     }
 
+    /// The listening (or datagram) socket, while it is served.
+    fn socket(&self) -> Option<&Socket> {
+        match self {
+            Endpoint::Connections(c) => c.listener.as_ref(),
+            Endpoint::Datagrams(d) => Some(d.socket()),
+        }
+    }
+
     /// Connections (or queued replies) still open or waiting.
     fn open(&self) -> usize {
         match self {
@@ -514,23 +556,4 @@ fn shown(config: &Config) -> String {
         Some(a) => a.to_string(),
         None => "an unnamed socket".into(),
     }
-}
-
-/// The listening socket: inherited from systemd (with `config.systemd`),
-/// else bound as `config` says. An inherited socket's address replaces
-/// whatever `config` named.
-fn listen(config: &mut Config) -> Result<(Socket, Option<SocketFile>), Error> {
-    if config.systemd {
-        if let Some(socket) = sys::inherited_listener(config.socket_type)? {
-            config.address = sys::local_address(&socket);
-            return Ok((socket, None));
-        }
-    }
-    if config.address.is_none() {
-        return Err(Error::Config(
-            "no PATH given and no socket inherited from systemd".into(),
-        ));
-    }
-    let bound = sys::bind(config)?;
-    Ok((bound.socket, bound.file))
 }

@@ -129,9 +129,36 @@ pub struct SocketFile {
 
 impl SocketFile {
     /// The device and inode it had when created.
-    #[cfg(test)]
     pub fn id(&self) -> FileId {
         self.id
+    }
+
+    /// Takes ownership of the socket file at `path` that another process
+    /// created and handed over with its socket (an upgrade), if `path`
+    /// still names that file (`id`); `None` if it does not.
+    pub fn adopt(path: &Path, id: FileId) -> Option<SocketFile> {
+        match file_id(path) {
+            Ok(found) if found == id => Some(SocketFile {
+                path: path.to_path_buf(),
+                id,
+            }),
+            _ => {
+                log::info!(
+                    "{} is no longer the socket file handed over: leaving it alone at exit",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Gives the file up without removing it: its socket went to another
+    /// process (an upgrade), which owns the file now.
+    pub fn release(mut self) {
+        let path = std::mem::take(&mut self.path);
+        // Nothing is left in it to free: the path was taken.
+        std::mem::forget(self);
+        log::debug!("{} is the new process's now", path.display());
     }
 }
 

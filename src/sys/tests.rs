@@ -365,7 +365,7 @@ fn groups_limits_and_activation() {
     }
     assert!(raise_nofile_limit().expect("rlimit") > 0);
     if std::env::var_os("LISTEN_PID").is_none() {
-        assert!(inherited_listener(SocketType::Stream)
+        assert!(inherited_sockets(SocketType::Stream)
             .expect("no activation")
             .is_none());
     }
@@ -444,7 +444,7 @@ fn socket_activation_takes_descriptor_3() {
 fn activation_child(want_dgram: bool) {
     std::env::set_var("LISTEN_PID", std::process::id().to_string());
     if want_dgram {
-        let err = inherited_listener(SocketType::Dgram).expect_err("a stream socket");
+        let err = inherited_sockets(SocketType::Dgram).expect_err("a stream socket");
         assert!(
             err.to_string().contains(
                 "descriptor 3 is a Unix stream socket; --type dgram expects a Unix dgram socket"
@@ -453,9 +453,11 @@ fn activation_child(want_dgram: bool) {
         );
         return;
     }
-    let socket = inherited_listener(SocketType::Stream)
+    let inherited = inherited_sockets(SocketType::Stream)
         .expect("activation")
         .expect("descriptor 3");
+    assert!(inherited.metrics.is_none() && inherited.takeover.is_none());
+    let socket = inherited.main;
     assert_eq!(socket.as_raw_fd(), 3);
     assert!(socket.nonblocking().expect("flags"));
     // The environment is read, never edited: a flag keeps the descriptor
@@ -465,7 +467,7 @@ fn activation_child(want_dgram: bool) {
         accept(&socket).err().map(|e| e.kind()),
         Some(io::ErrorKind::WouldBlock)
     );
-    assert!(inherited_listener(SocketType::Stream)
+    assert!(inherited_sockets(SocketType::Stream)
         .expect("second call")
         .is_none());
 }

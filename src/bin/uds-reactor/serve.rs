@@ -11,7 +11,7 @@ use clap::ArgMatches;
 use log::LevelFilter;
 
 use uds_reactor::config::{parse_mode, parse_size};
-use uds_reactor::{Address, Config, Error, Framing, Group, Server, SocketType};
+use uds_reactor::{Address, Config, Error, Framing, Group, Program, Server, SocketType};
 
 use crate::args::{self, parse_level, parse_secs};
 use crate::logging;
@@ -22,15 +22,20 @@ Sizes take plain bytes or a K, M or G suffix (powers of 1024).
 
 Signals: SIGINT/SIGTERM/SIGHUP stop accepting, remove the socket file and
 flush pending output for up to --drain-timeout (a second signal exits at
-once); SIGUSR1 logs one 'stats key=value ...' line.
+once); SIGUSR1 logs one 'stats key=value ...' line; SIGUSR2 upgrades: starts
+this binary again (the path it was started by) with the same arguments,
+hands it the sockets, and once it listens stops accepting, serves its open
+connections for up to --drain-timeout and exits 0, leaving the socket file
+to the new process.
 
 Metrics: with --metrics, `curl --unix-socket PATH http://localhost/metrics`
 gives the same counters as uds_reactor_<key>_total and
 uds_reactor_open_connections.
 
-Environment: LISTEN_PID/LISTEN_FDS (systemd socket activation: serve the
-inherited descriptor 3; PATH may be omitted), NOTIFY_SOCKET (READY=1 once
-listening, STOPPING=1 at shutdown), WATCHDOG_USEC/WATCHDOG_PID (WATCHDOG=1
+Environment: LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (socket activation: serve
+the inherited descriptor 3, or the one not named 'metrics'; PATH may be
+omitted), NOTIFY_SOCKET (READY=1 once listening, STOPPING=1 at shutdown;
+MAINPID= too after an upgrade), WATCHDOG_USEC/WATCHDOG_PID (WATCHDOG=1
 every half period, from the loop), JOURNAL_STREAM (when it names stderr:
 each line starts with its priority, <3> error to <7> debug, and has no time).
 
@@ -135,6 +140,9 @@ pub struct ServeArgs {
 /// runtime error, 2 for a usage error (bad settings, or no PATH and no
 /// socket inherited from systemd).
 pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    // First: the path we were started by, before a new build may be
+    // installed there (SIGUSR2 runs whatever is at that path then).
+    let program = Program::current();
     logging::init(logging::level(args.log_level, args.verbose, args.quiet));
     let config = match config_from(args, matches) {
         Ok(config) => config,
@@ -147,6 +155,12 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     }
     let result = Server::bind(config).and_then(|mut server| {
         server.handle_signals()?;
+        match program {
+            Ok(program) => server.handle_upgrades(program)?,
+            Err(e) => {
+                log::warn!("SIGUSR2 upgrades are off: cannot resolve our own executable: {e}")
+            }
+        }
         server.run()
     });
     match result {
