@@ -73,6 +73,12 @@ impl Limits {
         }
     }
 
+    /// Whether connections are polled level-triggered: streams that take
+    /// descriptors (see [`Conn::interest_level`]).
+    pub fn level_triggered(&self) -> bool {
+        self.max_fds > 0 && !self.messages
+    }
+
     /// The output buffer's growth limit: `max_buffer` plus the replies to
     /// one read. Reading stops at `max_buffer`, so plain backpressure never
     /// grows past it; only a frame completed from a long partial does
@@ -561,6 +567,19 @@ impl<S> Conn<S> {
     pub fn interest(&self) -> Wants {
         Wants {
             read: !self.read_done(),
+            write: !self.is_done() && !self.out.bytes.is_empty(),
+        }
+    }
+
+    /// The readiness to register under level-triggered polling (a stream
+    /// carrying descriptors): READABLE only while [`wants_read`] (a level
+    /// would report an unwanted one on every wait), WRITABLE while output
+    /// is pending.
+    ///
+    /// [`wants_read`]: Self::wants_read
+    pub fn interest_level(&self, limits: &Limits) -> Wants {
+        Wants {
+            read: self.wants_read(limits),
             write: !self.is_done() && !self.out.bytes.is_empty(),
         }
     }

@@ -377,19 +377,43 @@ pub fn recv_dgram(
     })
 }
 
-/// Bytes waiting to be read on a stream socket (`FIONREAD`): after a
-/// read that brought descriptors, which the kernel ends at their bytes,
-/// whether more is queued (cheaper than a read that would block).
+/// Adds (`add`) or modifies `fd` in the epoll instance `ep` (mio's),
+/// **level-triggered**, reporting `token` as mio does (the event's data),
+/// for reading (`EPOLLIN | EPOLLRDHUP`) and/or writing. mio registers
+/// edge-triggered only; a stream that carries descriptors needs level:
+/// the kernel ends a read at the bytes carrying them, so a short read
+/// does not prove the socket drained, and under level-triggered polling
+/// the next wait says so without a syscall of its own.
 ///
 /// # Errors
 ///
-/// `ioctl`'s error.
-pub fn bytes_waiting(sock: BorrowedFd<'_>) -> io::Result<usize> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int through the pointer, which points
-    // to a live c_int; the socket is borrowed, so open, for the call.
-    cvt(unsafe { libc::ioctl(sock.as_raw_fd(), libc::FIONREAD, &mut n) })?;
-    Ok(n.max(0) as usize)
+/// `epoll_ctl`'s error.
+pub fn epoll_level(
+    ep: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    token: usize,
+    (read, write): (bool, bool),
+    add: bool,
+) -> io::Result<()> {
+    let mut events = 0;
+    if read {
+        events |= libc::EPOLLIN | libc::EPOLLRDHUP;
+    }
+    if write {
+        events |= libc::EPOLLOUT;
+    }
+    let mut ev = libc::epoll_event {
+        events: events as u32,
+        u64: token as u64,
+    };
+    let op = if add {
+        libc::EPOLL_CTL_ADD
+    } else {
+        libc::EPOLL_CTL_MOD
+    };
+    // SAFETY: `ev` is a valid epoll_event for the call; both descriptors
+    // are borrowed, so open, for it.
+    cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) }).map(drop)
 }
 
 /// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not SIGPIPE).

@@ -291,6 +291,13 @@ fn descriptors_behind_backpressure_are_bounded_and_closed_with_the_connection() 
         held <= 1 + 7,
         "{held} descriptors held (1 is the connection)"
     );
+    // Paused, it does not spin: such a stream is polled level-triggered,
+    // and reading is off while it is paused (a busy loop would burn ~50
+    // ticks in the half second; the sleep is the measuring window).
+    let before = common::cpu_ticks(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let ticks = common::cpu_ticks(pid) - before;
+    assert!(ticks <= 10, "{ticks} ticks of CPU while paused");
     drop(s);
     fds_back_to(pid, baseline);
     assert!(server.stop().success());

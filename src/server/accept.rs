@@ -92,7 +92,11 @@ impl<S> Connections<S> {
         let key = vacant.key();
         let token = Token(key + FIRST_CONN);
         let fd = sock.as_raw_fd();
-        if let Err(e) = registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
+        let registered = match core.limits.level_triggered() {
+            true => sys::epoll_level(registry.as_fd(), sock.as_fd(), token.0, (true, false), true),
+            false => registry.register(&mut SourceFd(&fd), token, Interest::READABLE),
+        };
+        if let Err(e) = registered {
             warn!("register new connection: {e}");
             return;
         }

@@ -81,8 +81,12 @@ impl<S> Connections<S> {
         };
         // Registrations change only when the interest does (most turns
         // it does not: checked here, the syscall path kept out of line).
-        if !entry.conn.is_done() && entry.conn.interest() != entry.registered {
-            reregister(entry, key, registry, core);
+        let wants = match core.limits.level_triggered() {
+            true => entry.conn.interest_level(&core.limits),
+            false => entry.conn.interest(),
+        };
+        if !entry.conn.is_done() && wants != entry.registered {
+            reregister(entry, wants, key, registry, core);
         }
         if entry.conn.is_done() {
             if !entry.reaping {
@@ -140,10 +144,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
         ..
     } = core;
     let ctl = &mut world.ctl(now, None);
-    // `more`: a stream read that brings descriptors ends right after the
-    // bytes carrying them, so being short does not prove the socket
-    // drained; `read_fds` asks the kernel whether more is waiting.
-    let (read, more) = if FDS {
+    let read = if FDS {
         // Every read a recvmsg with room for descriptors: on a stream they
         // ride on a byte, and a plain read would let the kernel drop them.
         let max = match limits.messages {
@@ -153,9 +154,9 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
         read_fds(entry, &mut scratch[..max], fds, limits, stats)
     } else if limits.messages {
         let max = config.max_frame.min(scratch.len());
-        (sys::recv_msg(&entry.sock, &mut scratch[..max]), false)
+        sys::recv_msg(&entry.sock, &mut scratch[..max])
     } else {
-        ((&entry.sock).read(scratch).map(|n| (n, n)), false)
+        (&entry.sock).read(scratch).map(|n| (n, n))
     };
     let tally = match read {
         Ok((0, 0)) => {
@@ -168,8 +169,10 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
                 entry.conn.handle_oversized(full as u64, limits);
                 return ControlFlow::Break(());
             }
-            let short = !limits.messages && n < scratch.len() && !entry.read_closed;
-            if short && !(FDS && more) {
+            // (A stream read that brings descriptors ends at their bytes,
+            // short or not; such streams are polled level-triggered, so
+            // the next wait reports what is left.)
+            if !limits.messages && n < scratch.len() && !entry.read_closed {
                 entry.readable = false; // a short read drained the socket
             }
             entry
@@ -193,10 +196,8 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
 }
 
 /// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
-/// real length)` as for a plain read, and whether more may be waiting
-/// although the read was short (it brought descriptors and FIONREAD says
-/// so); the descriptors go to the connection (which closes itself over
-/// the limit, or if some were lost).
+/// real length)` as for a plain read; the descriptors go to the
+/// connection (which closes itself over the limit, or if some were lost).
 #[inline(never)]
 fn read_fds<S>(
     entry: &mut Entry<S>,
@@ -204,21 +205,13 @@ fn read_fds<S>(
     fds: &mut Vec<OwnedFd>,
     limits: &crate::conn::Limits,
     stats: &mut crate::stats::Stats,
-) -> (io::Result<(usize, usize)>, bool) {
-    let got = match sys::recv_fds(entry.sock.as_fd(), buf, limits.max_fds, fds) {
-        Ok(got) => got,
-        Err(e) => return (Err(e), false),
-    };
-    if fds.is_empty() && !got.fds_lost {
-        return (Ok((got.len, got.full_len)), false);
+) -> io::Result<(usize, usize)> {
+    let got = sys::recv_fds(entry.sock.as_fd(), buf, limits.max_fds, fds)?;
+    if !fds.is_empty() || got.fds_lost {
+        stats.fds_in += fds.len() as u64;
+        entry.conn.handle_fds(fds, got.fds_lost, limits);
     }
-    stats.fds_in += fds.len() as u64;
-    entry.conn.handle_fds(fds, got.fds_lost, limits);
-    // The kernel ended this read at the descriptors' bytes: whether the
-    // socket is drained, FIONREAD says for less than a read that would
-    // block (a message socket reads one message a time anyway).
-    let more = limits.messages || sys::bytes_waiting(entry.sock.as_fd()).is_ok_and(|n| n > 0);
-    (Ok((got.len, got.full_len)), more)
+    Ok((got.len, got.full_len))
 }
 
 /// Writes pending output until it is gone or the socket would block.
@@ -306,17 +299,24 @@ fn write_failed<S>(
 #[inline(never)]
 fn reregister<H: Handler<M>, M>(
     entry: &mut Entry<H::State>,
+    wants: Wants,
     key: usize,
     registry: &Registry,
     core: &mut Core<H, M>,
 ) {
-    let wants = entry.conn.interest();
     let Some(interest) = to_interest(wants) else {
         return; // nothing wanted: done, or about to be
     };
     let fd = entry.sock.as_raw_fd();
     let token = Token(key + FIRST_CONN);
-    match registry.reregister(&mut SourceFd(&fd), token, interest) {
+    let done = match core.limits.level_triggered() {
+        true => {
+            let ways = (wants.read, wants.write);
+            sys::epoll_level(registry.as_fd(), entry.sock.as_fd(), token.0, ways, false)
+        }
+        false => registry.reregister(&mut SourceFd(&fd), token, interest),
+    };
+    match done {
         Ok(()) => entry.registered = wants,
         Err(e) => {
             warn!("reregister {}: {e}; closing it", entry.id);
