@@ -38,7 +38,10 @@
 //! short read, which on a stream means the same), or, when its per-event
 //! budget runs out or backpressure stops it with input left, it goes on the
 //! ready list and the next poll does not sleep. Output is written eagerly;
-//! WRITABLE is registered only while bytes remain.
+//! WRITABLE is registered only while bytes remain. Streams that take
+//! descriptors are the exception: a read that brings some ends at their
+//! bytes, short or not, so they are registered level-triggered
+//! (`sys::epoll_level`, READABLE only while reading is wanted).
 
 mod accept;
 mod conns;
