@@ -361,8 +361,11 @@ impl<H: Handler<M>, M> Server<H, M> {
     /// The loop (see the [module docs](self)).
     fn serve(&mut self) -> Result<(), Error> {
         let mut events = Events::with_capacity(1024);
+        // The clock is read once a turn, right after the poll: the
+        // deadlines of the next poll are reckoned from that reading (a
+        // turn's work later, so a wake-up may come that much late).
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             if let Some(deadline) = self.draining {
                 if now >= deadline || self.endpoint.is_drained() {
                     return Ok(());
@@ -395,7 +398,7 @@ impl<H: Handler<M>, M> Server<H, M> {
                 }
                 return Err(Error::io("poll", "events", e));
             }
-            let now = Instant::now();
+            now = Instant::now();
             for event in events.iter() {
                 match event.token() {
                     WAKER => self.core.messages_ready = true,
