@@ -474,8 +474,13 @@ fn socket_activated_server_upgrades() {
     listener.bind(&SockAddr::unix(&path).unwrap()).unwrap();
     listener.listen(128).unwrap();
     let fd = listener.as_raw_fd();
-    let script =
-        format!(r#"exec 3<&{fd} {fd}<&-; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@""#);
+    // Moved to 3 unless it is 3 already (then `3<&3 3<&-` would close it:
+    // a failure seen in CI whenever the listener happened to get 3).
+    let moves = match fd {
+        3 => String::new(),
+        _ => format!("exec 3<&{fd} {fd}<&-; "),
+    };
+    let script = format!(r#"{moves}export LISTEN_PID=$$ LISTEN_FDS=1; exec "$0" "$@""#);
     let mut cmd = Command::new("bash");
     cmd.arg("-c").arg(script).arg(&exe);
     let mut server = {
