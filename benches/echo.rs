@@ -56,7 +56,6 @@ mod procs;
 #[path = "echo/table.rs"]
 mod table;
 
-use std::path::Path;
 use std::time::Instant;
 
 use procs::{Kind, Server, TempDir};
@@ -148,13 +147,7 @@ impl Settings {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, name, path] = &args[..] {
-        if flag == "--peer" {
-            peers::serve(name, Path::new(path));
-            return;
-        }
-    }
+    peers::serve_if_asked();
     // `cargo bench` passes `--bench`; other arguments are ignored.
     let settings = Settings::from_env();
     // The idle workload holds IDLE descriptors here (and in the server).
@@ -165,14 +158,7 @@ fn main() {
             "open-file limit {nofile}: the idle workload opens {idle} connections, not {IDLE}"
         );
     }
-    let (server_cpu, load_cpu) = if procs::cpus() >= 2 {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
-    };
-    if let Some(cpu) = load_cpu {
-        procs::pin(0, cpu);
-    }
+    let (server_cpu, load_cpu) = procs::placement();
     let dir = TempDir::new("echo");
     let chosen = chosen_servers(&settings);
     let workloads: Vec<&Workload> = WORKLOADS

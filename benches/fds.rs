@@ -26,8 +26,6 @@ mod procs;
 #[allow(dead_code)]
 mod table;
 
-use std::path::Path;
-
 use procs::{Kind, Server, TempDir};
 use table::{cell, spread};
 
@@ -43,23 +41,10 @@ const WORKLOADS: [(&str, usize); 2] = [("fd ping-pong 1", 1), ("fd ping-pong 100
 type Sample = (f64, f64, f64, f64);
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, name, path] = &args[..] {
-        if flag == "--peer" {
-            peers::serve(name, Path::new(path));
-            return;
-        }
-    }
+    peers::serve_if_asked();
     let quick = std::env::var("UDSR_BENCH_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
     let (reps, secs) = if quick { (1, 0.5) } else { (6, 1.0) };
-    let (server_cpu, load_cpu) = if procs::cpus() >= 2 {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
-    };
-    if let Some(cpu) = load_cpu {
-        procs::pin(0, cpu);
-    }
+    let (server_cpu, load_cpu) = procs::placement();
     let dir = TempDir::new("fds");
     let servers: Vec<Server> = SERVERS
         .iter()

@@ -158,14 +158,7 @@ fn main() {
     codec::self_check();
     let settings = Settings::from_env();
     let load_start = loadavg();
-    let (server_cpu, load_cpu) = if procs::cpus() >= 2 {
-        (Some(0), Some(1))
-    } else {
-        (None, None)
-    };
-    if let Some(cpu) = load_cpu {
-        procs::pin(0, cpu);
-    }
+    let (server_cpu, load_cpu) = procs::placement();
     let dir = TempDir::new("pubsub");
 
     let mut specs = Vec::new();

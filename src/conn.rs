@@ -74,7 +74,7 @@ impl Limits {
     }
 
     /// Whether connections are polled level-triggered: streams that take
-    /// descriptors (see [`Conn::interest_level`]).
+    /// descriptors (see [`Conn::interest`]).
     pub fn level_triggered(&self) -> bool {
         self.max_fds > 0 && !self.messages
     }
@@ -560,26 +560,23 @@ impl<S> Conn<S> {
             && (limits.max_fds == 0 || self.fds_pending() < limits.max_fds)
     }
 
-    /// The readiness to register, a pure function of the state: READABLE
-    /// until input ends (kept while backpressured: with edge-triggered
-    /// polling an unwanted edge costs less than two re-registrations),
-    /// WRITABLE while output is pending.
-    pub fn interest(&self) -> Wants {
-        Wants {
-            read: !self.read_done(),
-            write: !self.is_done() && !self.out.bytes.is_empty(),
-        }
-    }
-
-    /// The readiness to register under level-triggered polling (a stream
-    /// carrying descriptors): READABLE only while [`wants_read`] (a level
-    /// would report an unwanted one on every wait), WRITABLE while output
-    /// is pending.
+    /// The readiness to register, a pure function of the state: WRITABLE
+    /// while output is pending; READABLE until input ends, kept while
+    /// backpressured (with edge-triggered polling an unwanted edge costs
+    /// less than two re-registrations) — except on a level-triggered
+    /// connection ([`Limits::level_triggered`]: a stream carrying
+    /// descriptors), where READABLE follows [`wants_read`], since a level
+    /// would report an unwanted one on every wait.
     ///
     /// [`wants_read`]: Self::wants_read
-    pub fn interest_level(&self, limits: &Limits) -> Wants {
+    #[inline]
+    pub fn interest(&self, limits: &Limits) -> Wants {
+        let read = match limits.level_triggered() {
+            true => self.wants_read(limits),
+            false => !self.read_done(),
+        };
         Wants {
-            read: self.wants_read(limits),
+            read,
             write: !self.is_done() && !self.out.bytes.is_empty(),
         }
     }

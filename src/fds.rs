@@ -41,7 +41,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use socket2::SockAddr;
 
@@ -50,7 +50,8 @@ use crate::sys;
 pub use crate::sys::{RecvFds, MAX_FDS};
 
 /// Sends `bytes` (one message on seqpacket and dgram sockets) with `fds`
-/// attached (they stay open here: the receiver gets its own copies). On a
+/// attached (they stay open here: the receiver gets its own copies; any
+/// descriptor type will do: `OwnedFd`, `File`, `BorrowedFd`, ...). On a
 /// stream any `Ok(n)` with `n > 0` sent every descriptor; a short write
 /// leaves only bytes to send. `SIGPIPE` is never raised (`MSG_NOSIGNAL`).
 ///
@@ -58,7 +59,7 @@ pub use crate::sys::{RecvFds, MAX_FDS};
 ///
 /// `sendmsg`'s error; `InvalidInput` for more than [`MAX_FDS`]
 /// descriptors.
-pub fn send_with_fds(sock: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+pub fn send_with_fds<F: AsFd>(sock: impl AsFd, bytes: &[u8], fds: &[F]) -> io::Result<usize> {
     sys::send_fds(sock.as_fd(), bytes, fds, None)
 }
 
@@ -67,10 +68,10 @@ pub fn send_with_fds(sock: impl AsFd, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> i
 /// # Errors
 ///
 /// As [`send_with_fds`].
-pub fn send_to_with_fds(
+pub fn send_to_with_fds<F: AsFd>(
     sock: impl AsFd,
     bytes: &[u8],
-    fds: &[BorrowedFd<'_>],
+    fds: &[F],
     to: &SockAddr,
 ) -> io::Result<usize> {
     sys::send_fds(sock.as_fd(), bytes, fds, Some(to))

@@ -95,7 +95,6 @@ pub struct Datagram {
     /// The sender's credentials, when asked for and `SO_PASSCRED` is on.
     pub cred: Option<PeerCred>,
     /// Descriptors were lost (`MSG_CTRUNC`); see [`RecvFds::fds_lost`].
-    #[allow(dead_code)] // read by the datagram endpoint next
     pub fds_lost: bool,
 }
 

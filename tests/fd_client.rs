@@ -7,9 +7,8 @@ mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
-use common::{bin, Proc, TempDir, PATIENCE};
+use common::{bin, open_fds, Proc, TempDir, PATIENCE};
 
 /// Runs `uds-reactor SUBCOMMAND ARGS` with `input` on stdin to completion
 /// (at most PATIENCE).
@@ -42,31 +41,6 @@ fn run(args: &[&str], input: &[u8]) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Descriptors process `pid` has open.
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("read /proc/PID/fd")
-        .count()
-}
-
-/// Waits until the server has exactly `baseline` descriptors open again
-/// (it closes a finished connection a moment after the peer goes).
-fn back_to(server: &Proc, baseline: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = open_fds(server.pid());
-        if now == baseline {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server holds {now} descriptors, {baseline} before; log:\n{}",
-            server.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A server passing descriptors back (`--max-fds 8`) with `args`, and its
@@ -134,7 +108,7 @@ fn client_sends_files_and_reports_each_that_comes_back() {
         assert_eq!(targets, [one, two], "{what}: {stderr}");
         assert_eq!(stderr.lines().count(), 2, "{what}: {stderr}");
         assert_ne!(got[0].0, got[1].0, "{what}");
-        back_to(&server, baseline);
+        server.fds_back_to(baseline);
         let stats = final_stats(&mut server);
         assert!(
             stats.contains(" fds_in=2") && stats.contains(" fds_out=2"),
@@ -167,7 +141,7 @@ fn client_reports_descriptors_of_any_kind() {
     assert!(o.status.success(), "{stderr}");
     let targets: Vec<String> = reports(&stderr).into_iter().map(|(_, t)| t).collect();
     assert_eq!(targets, [d, "/dev/null"], "{stderr}");
-    back_to(&server, baseline);
+    server.fds_back_to(baseline);
     assert!(final_stats(&mut server).contains(" fds_out=2"));
 }
 
@@ -194,7 +168,7 @@ fn client_send_fd_errors_are_one_line() {
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--send-fd"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    back_to(&server, baseline);
+    server.fds_back_to(baseline);
     let stats = final_stats(&mut server);
     assert!(stats.contains(" fds_in=0"), "{stats}");
 }
@@ -249,7 +223,7 @@ fn load_passes_descriptors_on_every_type_and_checks_them() {
         assert_eq!(field(&json, "fds"), 1800, "{what}: {json}");
         assert_eq!(field(&json, "fds_per_msg"), 3, "{what}: {json}");
         assert_eq!(field(&json, "errors"), 0, "{what}: {json}");
-        back_to(&server, baseline);
+        server.fds_back_to(baseline);
         let stats = final_stats(&mut server);
         assert!(
             stats.contains(" fds_in=1800") && stats.contains(" fds_out=1800"),
@@ -270,7 +244,7 @@ fn load_with_descriptors_churns_and_summarises() {
     assert!(summary.contains("2 descriptors per message"), "{summary}");
     assert!(summary.contains("descriptors 400 back"), "{summary}");
     assert!(summary.contains("fds/s"), "{summary}");
-    back_to(&server, baseline);
+    server.fds_back_to(baseline);
     assert!(final_stats(&mut server).contains(" fds_out=400"));
 }
 

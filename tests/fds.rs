@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{bin, connect, Proc, TempDir, PATIENCE};
+use common::{bin, connect, open_fds, Proc, TempDir, PATIENCE};
 use uds_reactor::fds::{recv_with_fds, send_with_fds};
 
 /// Device and inode: which open file a descriptor refers to.
@@ -24,30 +24,6 @@ fn file_id(fd: BorrowedFd<'_>) -> (u64, u64) {
     let f = File::from(fd.try_clone_to_owned().expect("dup"));
     let m = f.metadata().expect("fstat");
     (m.dev(), m.ino())
-}
-
-/// Descriptors the process `pid` has open.
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/pid/fd")
-        .count()
-}
-
-/// Waits until `pid` has `want` descriptors open (the server closes what
-/// it held as it reaps, within the turn).
-fn fds_back_to(pid: i32, want: usize) {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let now = open_fds(pid);
-        if now == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{now} descriptors open, want {want}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Three kinds of open file to pass: a pipe's write end, a regular file,
@@ -255,7 +231,7 @@ fn more_than_max_fds_closes_that_connection_only() {
     let (echo, fds) = recv_stream(&good, 11);
     assert_eq!((echo.as_slice(), fds.len()), (&b"still here\n"[..], 1));
     drop((good, bad, fds));
-    fds_back_to(server.pid(), baseline);
+    server.fds_back_to(baseline);
     assert_eq!(server.counter("fd_errors"), 1);
     assert!(server.stop().success());
 }
@@ -299,7 +275,7 @@ fn descriptors_behind_backpressure_are_bounded_and_closed_with_the_connection() 
     let ticks = common::cpu_ticks(pid) - before;
     assert!(ticks <= 10, "{ticks} ticks of CPU while paused");
     drop(s);
-    fds_back_to(pid, baseline);
+    server.fds_back_to(baseline);
     assert!(server.stop().success());
 }
 
@@ -323,7 +299,7 @@ fn thousands_of_fd_connections_leave_no_descriptor_behind() {
             assert_eq!(got.len(), n);
         } // else: closed with the echo (and its descriptors) unread
     }
-    fds_back_to(pid, baseline);
+    server.fds_back_to(baseline);
     let stats = server.stats();
     assert_eq!(common::stat(&stats, "fds_in"), 5000, "{stats}");
     assert!(server.stop().success());

@@ -22,7 +22,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{bin, connect, exists, signal, Proc, TempDir, PATIENCE};
+use common::{bin, connect, exists, open_fds, signal, Proc, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
 
 const SIGUSR2: i32 = 12;
@@ -114,13 +114,6 @@ fn upgrade(server: &mut Proc, pid: i32, started: &mut Started) -> i32 {
 fn upgrade_first(server: &mut Proc, started: &mut Started) -> i32 {
     let pid = server.pid();
     upgrade(server, pid, started)
-}
-
-/// Descriptors `pid` has open.
-fn fd_count(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .expect("/proc/PID/fd")
-        .count()
 }
 
 fn inode(path: &Path) -> u64 {
@@ -248,7 +241,7 @@ fn a_broken_new_binary_is_one_error_line_and_the_old_serves_on() {
     let mut got = [0; 5];
     open.read_exact(&mut got).unwrap();
     // Accepted and served: what the server holds with one connection.
-    let fds = fd_count(server.pid());
+    let fds = open_fds(server.pid());
 
     install_script(&exe, "#!/bin/sh\necho 'broken build' >&2\nexit 3\n");
     server.signal(SIGUSR2);
@@ -287,7 +280,7 @@ fn a_broken_new_binary_is_one_error_line_and_the_old_serves_on() {
     assert_eq!(&got, b"old connection");
     assert_eq!(inode(&path), ino);
     assert_eq!(
-        fd_count(server.pid()),
+        open_fds(server.pid()),
         fds,
         "failed upgrades leave no descriptor behind"
     );

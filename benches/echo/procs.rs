@@ -126,6 +126,17 @@ impl Drop for Server {
     }
 }
 
+/// The benches' placement: on two or more CPUs, servers on CPU 0 and the
+/// load (this process, and the load generators it starts) on CPU 1, this
+/// process pinned there now; `(server CPU, load CPU)`, both `None` on one.
+pub fn placement() -> (Option<usize>, Option<usize>) {
+    if cpus() < 2 {
+        return (None, None);
+    }
+    pin(0, 1);
+    (Some(0), Some(1))
+}
+
 /// Pins every thread of process `pid` (0 = this one) to `cpu`.
 pub fn pin(pid: u32, cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set.

@@ -51,6 +51,18 @@ pub fn serve(listener: UnixListener) {
 }
 
 fn accept_all(ep: RawFd, lfd: RawFd, pending: &mut Vec<Vec<u8>>) {
+    accept_into(ep, lfd, pending, close);
+}
+
+/// Accepts every waiting connection into `conns` (indexed by descriptor,
+/// grown as needed) and registers it for EPOLLIN; `close` undoes one
+/// whose registration fails. Shared with the descriptor-passing peer.
+pub(super) fn accept_into<T: Default>(
+    ep: RawFd,
+    lfd: RawFd,
+    conns: &mut Vec<T>,
+    close: fn(RawFd, &mut T),
+) {
     loop {
         // SAFETY: null address pointers are allowed.
         let fd = unsafe {
@@ -64,11 +76,11 @@ fn accept_all(ep: RawFd, lfd: RawFd, pending: &mut Vec<Vec<u8>>) {
         if fd < 0 {
             return; // EAGAIN, or out of descriptors: level-triggered, retried
         }
-        if pending.len() <= fd as usize {
-            pending.resize_with(fd as usize + 1, Vec::new);
+        if conns.len() <= fd as usize {
+            conns.resize_with(fd as usize + 1, T::default);
         }
         if ctl(ep, libc::EPOLL_CTL_ADD, fd, libc::EPOLLIN as u32).is_err() {
-            close(fd, &mut pending[fd as usize]);
+            close(fd, &mut conns[fd as usize]);
         }
     }
 }
@@ -128,7 +140,7 @@ fn close(fd: RawFd, pending: &mut Vec<u8>) {
     unsafe { libc::close(fd) };
 }
 
-fn ctl(ep: RawFd, op: i32, fd: RawFd, events: u32) -> io::Result<()> {
+pub(super) fn ctl(ep: RawFd, op: i32, fd: RawFd, events: u32) -> io::Result<()> {
     let mut ev = libc::epoll_event {
         events,
         u64: fd as u64,
@@ -140,6 +152,6 @@ fn ctl(ep: RawFd, op: i32, fd: RawFd, events: u32) -> io::Result<()> {
     Ok(())
 }
 
-fn would_block() -> bool {
+pub(super) fn would_block() -> bool {
     io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
 }

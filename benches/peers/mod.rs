@@ -14,6 +14,19 @@ use std::path::Path;
 /// thread); raw-epoll has its own.
 pub const BUF: usize = 64 << 10;
 
+/// If this process was started as a peer (`--peer NAME PATH`, as
+/// procs.rs starts them), serves as that peer until killed; otherwise
+/// returns (`cargo bench` passes `--bench`, which is ignored).
+pub fn serve_if_asked() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, name, path] = &args[..] {
+        if flag == "--peer" {
+            serve(name, Path::new(path));
+            std::process::exit(0);
+        }
+    }
+}
+
 /// Binds `path` and serves echo on it with the peer `name` until killed.
 ///
 /// # Panics

@@ -374,7 +374,7 @@ impl<H: Handler> Driver<H> {
             self.conn.pending(),
             self.conn.memory(),
             self.conn.close_reason(),
-            self.conn.interest(),
+            self.conn.interest(&self.limits),
         )
     }
 
@@ -395,7 +395,7 @@ impl<H: Handler> Driver<H> {
         let pending = model.pending();
         assert_eq!(conn.pending(), pending, "pending bytes");
         assert_eq!(conn.is_done(), done, "is_done");
-        let wants = conn.interest();
+        let wants = conn.interest(limits);
         assert_eq!(wants.read, !done && !model.read_done, "read interest");
         assert_eq!(wants.write, !done && pending > 0, "write interest");
         if done {

@@ -81,10 +81,7 @@ impl<S> Connections<S> {
         };
         // Registrations change only when the interest does (most turns
         // it does not: checked here, the syscall path kept out of line).
-        let wants = match core.limits.level_triggered() {
-            true => entry.conn.interest_level(&core.limits),
-            false => entry.conn.interest(),
-        };
+        let wants = entry.conn.interest(&core.limits);
         if !entry.conn.is_done() && wants != entry.registered {
             reregister(entry, wants, key, registry, core);
         }

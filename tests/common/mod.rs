@@ -447,3 +447,31 @@ impl Proc {
         self.wait_for("stats open=")
     }
 }
+
+/// Descriptors process `pid` has open (`/proc/PID/fd`).
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("read /proc/PID/fd")
+        .count()
+}
+
+impl Proc {
+    /// Waits until this process has exactly `want` descriptors open (a
+    /// server closes what a finished connection held as it reaps it, a
+    /// moment after the peer goes); panics after PATIENCE with the log.
+    pub fn fds_back_to(&self, want: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let now = open_fds(self.pid());
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{now} descriptors open, want {want}; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read};
-use std::os::fd::{AsFd, BorrowedFd};
 
 use socket2::Socket;
 
@@ -73,8 +72,7 @@ impl Sink<'_> {
     /// One `sendmsg` of `bytes` with every owed descriptor (any bytes sent
     /// took them all), which are then closed here.
     fn send_fds(&mut self, bytes: &[u8]) -> Result<usize, Error> {
-        let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
-        let n = send_with_fds(self.sock, bytes, &fds).map_err(|e| self.err(e))?;
+        let n = send_with_fds(self.sock, bytes, &self.fds).map_err(|e| self.err(e))?;
         self.fds.clear();
         Ok(n)
     }

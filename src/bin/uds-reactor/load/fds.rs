@@ -19,7 +19,7 @@
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 
@@ -61,8 +61,8 @@ impl Passed {
     }
 
     /// The descriptors to attach to a send.
-    pub(crate) fn borrowed(&self) -> Vec<BorrowedFd<'_>> {
-        self.files.iter().map(AsFd::as_fd).collect()
+    pub(crate) fn files(&self) -> &[UnixStream] {
+        &self.files
     }
 
     /// Checks `got`, received after `before` descriptors on the same

@@ -231,7 +231,7 @@ impl Slot {
                 // starts a write of its own.
                 (SocketType::Stream, Some(files)) if self.written.is_multiple_of(len) => {
                     let first = cx.wire.segment(self.seed, k(), 0);
-                    send_with_fds(sock, first, &files.borrowed())
+                    send_with_fds(sock, first, files.files())
                 }
                 (SocketType::Stream, Some(_)) => {
                     let end = target.min((self.written / len + 1) * len);
@@ -241,7 +241,7 @@ impl Slot {
                     socket::send(sock, cx.wire.payload(self.seed, k())).map(|_| len as usize)
                 }
                 (_, Some(files)) => {
-                    send_with_fds(sock, cx.wire.payload(self.seed, k()), &files.borrowed())
+                    send_with_fds(sock, cx.wire.payload(self.seed, k()), files.files())
                         .map(|_| len as usize)
                 }
             };
