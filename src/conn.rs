@@ -24,6 +24,7 @@
 //! socket would block (`pending`, not an empty `transmit`: a message
 //! socket may owe an empty message).
 
+use std::ops::Range;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -123,13 +124,19 @@ pub enum CloseReason {
     Io,
 }
 
-/// Per-connection counts reported to the driver after each input.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What the driver is told after each input: counts, and the replies to
+/// write straight from its read buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tally {
     /// Frames decoded and handed to the handler.
     pub frames_in: u64,
     /// Replies the handler sent.
     pub frames_out: u64,
+    /// After [`handle_read`](Conn::handle_read): the piece of the read
+    /// (a range of its `data`) that the replies are, verbatim, and that is
+    /// not in the output (write-through: see [`Conn::handle_through`]).
+    /// It comes first: nothing else is pending when it is set.
+    pub through: Option<Range<usize>>,
 }
 
 /// Where a connection is in its life. The phases form a line, and a
@@ -205,7 +212,16 @@ impl<S> Conn<S> {
         H: Handler<M, State = S>,
     {
         let mut out = Output::default();
-        let cx = context(id, peer, limits, &mut out, None, &mut spares.output, ctl);
+        let cx = context(
+            id,
+            peer,
+            limits,
+            &mut out,
+            None,
+            &mut spares.output,
+            ctl,
+            None,
+        );
         let mut cx = cx.with_socket(sock);
         let state = handler.open(&mut cx);
         let (close, sent) = cx.outcome();
@@ -223,8 +239,8 @@ impl<S> Conn<S> {
             conn.begin_close(CloseReason::Handler);
         }
         let tally = Tally {
-            frames_in: 0,
             frames_out: sent,
+            ..Tally::default()
         };
         (conn, tally)
     }
@@ -299,6 +315,7 @@ impl<S> Conn<S> {
             None,
             &mut spares.output,
             ctl,
+            None,
         );
         // The size was checked (and counted) when the push was queued.
         let _ = cx.send_fds_as(payload, framed, fds);
@@ -330,6 +347,7 @@ impl<S> Conn<S> {
             None,
             &mut spares.output,
             ctl,
+            None,
         );
         f(&mut self.state, &mut cx);
         let (close, sent) = cx.outcome();
@@ -337,8 +355,8 @@ impl<S> Conn<S> {
             self.begin_close(CloseReason::Handler);
         }
         Tally {
-            frames_in: 0,
             frames_out: sent,
+            ..Tally::default()
         }
     }
 
@@ -366,12 +384,21 @@ impl<S> Conn<S> {
         self.last_active = now;
         let Spares { input, output } = spares;
         let received = self.fds_in.as_deref_mut();
-        let mut delivery =
-            Delivery::new(id, self.peer, limits, &mut self.out, received, output, ctl);
+        let mut delivery = Delivery::new(
+            id,
+            self.peer,
+            limits,
+            &mut self.out,
+            received,
+            output,
+            ctl,
+            Some(data),
+        );
         let result = self.decoder.decode(data, input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
-        let (tally, close) = (delivery.tally, delivery.close);
+        let (mut tally, close) = (delivery.tally, delivery.close);
+        tally.through = delivery.through;
         if let Err(e) = result {
             // The partial frame will never complete: do not hold it (up to
             // max_frame) while the output drains to a slow peer.
@@ -424,8 +451,16 @@ impl<S> Conn<S> {
         self.phase = Phase::Eof;
         let Spares { input, output } = spares;
         let received = self.fds_in.as_deref_mut();
-        let mut delivery =
-            Delivery::new(id, self.peer, limits, &mut self.out, received, output, ctl);
+        let mut delivery = Delivery::new(
+            id,
+            self.peer,
+            limits,
+            &mut self.out,
+            received,
+            output,
+            ctl,
+            None,
+        );
         let eof = self.decoder.decode_eof(input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
@@ -496,6 +531,43 @@ impl<S> Conn<S> {
         }
         self.out.bytes.consume(n, &mut spares.output);
         self.out.bytes.shrink(limits.out_limit());
+    }
+
+    /// The write-through piece [`handle_read`](Self::handle_read) named
+    /// ([`Tally::through`]), `data`, was written straight from the
+    /// driver's read buffer: `written` bytes of it (on a message socket,
+    /// the whole message), or `None` when the socket took nothing. What
+    /// was not written is kept as output, so the driver may reuse its
+    /// buffer; a driver that does not write through passes `None`. Call
+    /// it right after `handle_read`, before anything else.
+    pub fn handle_through(
+        &mut self,
+        data: &[u8],
+        written: Option<usize>,
+        now: Instant,
+        limits: &Limits,
+        spares: &mut Spares,
+    ) {
+        debug_assert!(self.out.bytes.is_empty(), "the piece comes first");
+        if written.is_some() && self.phase < Phase::Closing {
+            self.last_active = now; // as in handle_written
+        }
+        let limit = limits.out_limit();
+        match (written, limits.messages) {
+            (Some(_), true) => {}
+            (None, true) => {
+                let out = &mut self.out.bytes;
+                if outbox::push_record(out, data, limit, &mut spares.output).is_err() {
+                    // Cannot happen: a message read fits max_frame, a u32.
+                    self.kill(CloseReason::Io, spares);
+                }
+            }
+            (Some(n), false) if n >= data.len() => {}
+            (written, false) => {
+                let rest = &data[written.unwrap_or(0)..];
+                self.out.bytes.push(rest, limit, &mut spares.output);
+            }
+        }
     }
 
     /// A message longer than `max_frame` arrived (and was truncated by the

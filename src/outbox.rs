@@ -11,9 +11,30 @@
 //! A message socket's output is a run of records (native-order `u32`
 //! length, then the message), so one buffer holds any number of messages
 //! and an empty message is a record like any other.
+//!
+//! # Write-through
+//!
+//! An echo's reply is a piece of the read being handled, and most of the
+//! time the socket takes it at once: copying it into the output buffer
+//! first would cost a copy of every byte for nothing. So while a
+//! connection's output is empty, a reply that lies in the read being
+//! handled is not copied but noted as a [`Through`] piece of it; on a
+//! stream, replies that follow one another in the read (consecutive
+//! frames echoed in order) extend the piece. The driver writes the piece
+//! straight from its read buffer once the callbacks return, and keeps
+//! (copies) only what the socket did not take
+//! ([`Conn::handle_through`](crate::conn::Conn::handle_through)). Any
+//! other reply copies the piece into the output first, so order holds.
+//!
+//! ```text
+//! read:   [ frame 1 | frame 2 | frame 3 (partial) ]
+//! piece:  [ echo 1  | echo 2  ]                     written from the read buffer
+//! out:    (empty)                                   unless the socket was full
+//! ```
 
 use std::fmt;
 use std::mem;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use socket2::SockAddr;
@@ -91,12 +112,16 @@ pub(crate) enum Outbox<'a> {
         limit: usize,
         /// Descriptors attached to `out`, made on first use.
         fds: &'a mut Option<Box<Attached>>,
+        /// The read being handled, for write-through (in a callback for
+        /// input only).
+        through: Option<Through<'a>>,
     },
     /// A connected message socket: each reply one record.
     Messages {
         out: &'a mut Buffer,
         limit: usize,
         fds: &'a mut Option<Box<Attached>>,
+        through: Option<Through<'a>>,
     },
     /// A datagram socket: each reply one datagram to `to`, the sender of
     /// the datagram being handled (queued as [`Datagrams::SENDER`]).
@@ -106,11 +131,61 @@ pub(crate) enum Outbox<'a> {
     },
 }
 
+/// The read being handled, and which piece of it the replies queued so
+/// far are (see [Write-through](self#write-through)).
+pub(crate) struct Through<'a> {
+    /// The bytes of the read.
+    pub(crate) input: &'a [u8],
+    /// The replies so far, as a range of `input`: `None` while there are
+    /// none, or once they were copied into the output.
+    pub(crate) piece: &'a mut Option<Range<usize>>,
+}
+
+impl Through<'_> {
+    /// Takes `bytes` as (the rest of) the piece, if they lie in the input
+    /// and, on a stream, right after the piece so far (a message socket's
+    /// piece is one message). The caller has checked that nothing else is
+    /// queued.
+    fn take(&mut self, bytes: &[u8], messages: bool) -> bool {
+        // Addresses, compared and never dereferenced: safe.
+        let Some(start) = (bytes.as_ptr() as usize).checked_sub(self.input.as_ptr() as usize)
+        else {
+            return false;
+        };
+        let end = start + bytes.len();
+        if end > self.input.len() {
+            return false;
+        }
+        match self.piece {
+            None => *self.piece = Some(start..end),
+            Some(piece) if !messages && piece.end == start => piece.end = end,
+            Some(_) => return false,
+        }
+        true
+    }
+
+    /// The piece's bytes, taken out of the piece (to be copied).
+    fn take_piece(&mut self) -> Option<&[u8]> {
+        self.piece.take().map(|r| &self.input[r])
+    }
+
+    /// Bytes in the piece.
+    fn len(&self) -> usize {
+        self.piece.as_ref().map_or(0, ExactSizeIterator::len)
+    }
+}
+
 impl Outbox<'_> {
     /// Bytes of replies waiting to be written.
     pub(crate) fn pending(&self) -> usize {
         match self {
-            Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
+            Outbox::Stream { out, through, .. } => {
+                out.len() + through.as_ref().map_or(0, Through::len)
+            }
+            Outbox::Messages { out, through, .. } => {
+                let piece = through.as_ref().filter(|t| t.piece.is_some());
+                out.len() + piece.map_or(0, |t| RECORD_HEAD + t.len())
+            }
             Outbox::Datagrams { queue, .. } => queue.bytes(),
         }
     }
@@ -126,50 +201,78 @@ impl Outbox<'_> {
         fds: &mut Vec<OwnedFd>,
         spare: &mut Vec<u8>,
     ) -> Result<(), SendError> {
-        let place = match self {
-            Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
-            Outbox::Datagrams { queue, .. } => queue.len(),
-        };
-        let sent = match framed {
-            true => self.send(payload, spare),
-            false => self.send_wire(payload, spare),
-        };
-        if let Err(e) = sent {
-            fds.clear();
-            return Err(e);
+        if fds.is_empty() {
+            return self.send_as(payload, framed, spare);
         }
-        if !fds.is_empty() {
-            match self {
-                Outbox::Stream { fds: at, .. } | Outbox::Messages { fds: at, .. } => {
-                    at.get_or_insert_with(Box::default).attach(place, fds);
-                }
-                Outbox::Datagrams { queue, .. } => queue.attach(place, fds),
+        // Descriptors ride on queued bytes, so nothing goes through: what
+        // went through is copied before and, if this reply went through,
+        // after (to the place it would have had anyway).
+        let place = match self.copy_through(spare) {
+            Err(e) => Err(e),
+            Ok(()) => Ok(match self {
+                Outbox::Stream { out, .. } | Outbox::Messages { out, .. } => out.len(),
+                Outbox::Datagrams { queue, .. } => queue.len(),
+            }),
+        };
+        let sent = place.and_then(|place| {
+            self.send_as(payload, framed, spare)?;
+            self.copy_through(spare)?;
+            Ok(place)
+        });
+        let place = match sent {
+            Ok(place) => place,
+            Err(e) => {
+                fds.clear();
+                return Err(e);
             }
+        };
+        match self {
+            Outbox::Stream { fds: at, .. } | Outbox::Messages { fds: at, .. } => {
+                at.get_or_insert_with(Box::default).attach(place, fds);
+            }
+            Outbox::Datagrams { queue, .. } => queue.attach(place, fds),
         }
         Ok(())
+    }
+
+    /// [`send`](Self::send) if `framed`, else [`send_wire`](Self::send_wire).
+    fn send_as(
+        &mut self,
+        payload: &[u8],
+        framed: bool,
+        spare: &mut Vec<u8>,
+    ) -> Result<(), SendError> {
+        match framed {
+            true => self.send(payload, spare),
+            false => self.send_wire(payload, spare),
+        }
     }
 
     /// Queues `payload` as one frame of the connection's framing.
     pub(crate) fn send(&mut self, payload: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
         match self {
             Outbox::Stream {
-                out,
                 framing: Framing::Line,
-                limit,
                 ..
             } => {
+                self.copy_through(spare)?;
+                let Outbox::Stream { out, limit, .. } = self else {
+                    unreachable!("matched above")
+                };
                 out.push(payload, *limit, spare);
                 out.push(b"\n", *limit, spare);
                 Ok(())
             }
             Outbox::Stream {
-                out,
                 framing: Framing::Length,
-                limit,
                 ..
             } => {
                 let header: [u8; HEADER_LEN] =
                     codec::length_header(payload.len()).map_err(|_| too_large(payload))?;
+                self.copy_through(spare)?;
+                let Outbox::Stream { out, limit, .. } = self else {
+                    unreachable!("matched above")
+                };
                 out.push(&header, *limit, spare);
                 out.push(payload, *limit, spare);
                 Ok(())
@@ -179,15 +282,87 @@ impl Outbox<'_> {
     }
 
     /// Queues `bytes` verbatim: no framing on a stream, one message on
-    /// message sockets.
+    /// message sockets. A reply that lies in the read being handled, with
+    /// nothing else queued, is taken as write-through instead of copied.
     pub(crate) fn send_wire(&mut self, bytes: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
         match self {
-            Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, spare),
-            Outbox::Messages { out, limit, .. } => push_record(out, bytes, *limit, spare)?,
+            Outbox::Stream {
+                out,
+                limit,
+                through,
+                fds,
+                ..
+            } => {
+                if bytes.is_empty() {
+                    return Ok(()); // nothing to write on a stream
+                }
+                if let Some(t) = through {
+                    if quiet(out, fds) && t.take(bytes, false) {
+                        return Ok(());
+                    }
+                    if let Some(piece) = t.take_piece() {
+                        out.push(piece, *limit, spare);
+                    }
+                }
+                out.push(bytes, *limit, spare);
+            }
+            Outbox::Messages {
+                out,
+                limit,
+                through,
+                fds,
+            } => {
+                let len = u32::try_from(bytes.len()).map_err(|_| too_large(bytes))?;
+                if let Some(t) = through {
+                    if quiet(out, fds) && t.take(bytes, true) {
+                        return Ok(());
+                    }
+                    if let Some(piece) = t.take_piece() {
+                        push_record(out, piece, *limit, spare)?;
+                    }
+                }
+                out.push(&len.to_ne_bytes(), *limit, spare);
+                out.push(bytes, *limit, spare);
+            }
             Outbox::Datagrams { queue, .. } => queue.push_to_sender(bytes)?,
         }
         Ok(())
     }
+
+    /// Copies the write-through piece, if any, into the output (before
+    /// something that cannot go through is queued behind it).
+    fn copy_through(&mut self, spare: &mut Vec<u8>) -> Result<(), SendError> {
+        match self {
+            Outbox::Stream {
+                out,
+                limit,
+                through: Some(t),
+                ..
+            } => {
+                if let Some(piece) = t.take_piece() {
+                    out.push(piece, *limit, spare);
+                }
+            }
+            Outbox::Messages {
+                out,
+                limit,
+                through: Some(t),
+                ..
+            } => {
+                if let Some(piece) = t.take_piece() {
+                    push_record(out, piece, *limit, spare)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether nothing is queued: no bytes, no descriptors (a reply may then
+/// go through).
+fn quiet(out: &Buffer, fds: &Option<Box<Attached>>) -> bool {
+    out.is_empty() && fds.as_deref().is_none_or(|at| at.held() == 0)
 }
 
 fn too_large(payload: &[u8]) -> SendError {
@@ -198,7 +373,7 @@ fn too_large(payload: &[u8]) -> SendError {
 }
 
 /// Appends one message record to `out`.
-fn push_record(
+pub(crate) fn push_record(
     out: &mut Buffer,
     message: &[u8],
     limit: usize,
@@ -432,6 +607,7 @@ mod tests {
             out: &mut out,
             limit: 1 << 20,
             fds: &mut fds,
+            through: None,
         };
         for m in [&b"one"[..], b"", b"three"] {
             outbox.send(m, &mut spare).expect("fits");
@@ -446,6 +622,67 @@ mod tests {
     }
 
     #[test]
+    fn replies_from_the_read_go_through_until_something_must_be_copied() {
+        let input = b"ab\ncd\nef\n";
+        let (mut out, mut spare, mut fds, mut piece) = (Buffer::new(), Vec::new(), None, None);
+        let mut outbox = Outbox::Stream {
+            out: &mut out,
+            framing: Framing::Line,
+            limit: 1 << 20,
+            fds: &mut fds,
+            through: Some(Through {
+                input,
+                piece: &mut piece,
+            }),
+        };
+        // Consecutive frames echoed in order: one piece, nothing copied.
+        outbox.send_wire(&input[0..3], &mut spare).expect("fits");
+        outbox.send_wire(&input[3..6], &mut spare).expect("fits");
+        assert_eq!(outbox.pending(), 6);
+        // A framed reply cannot go through: the piece is copied first.
+        outbox.send(b"x", &mut spare).expect("fits");
+        // And from then on everything is copied, in order.
+        outbox.send_wire(&input[6..9], &mut spare).expect("fits");
+        assert_eq!(outbox.pending(), 11);
+        assert_eq!(piece, None);
+        assert_eq!(out.as_slice(), b"ab\ncd\nx\nef\n");
+    }
+
+    #[test]
+    fn a_message_goes_through_alone() {
+        let input = b"onetwo";
+        let (mut out, mut spare, mut fds, mut piece) = (Buffer::new(), Vec::new(), None, None);
+        let mut outbox = Outbox::Messages {
+            out: &mut out,
+            limit: 1 << 20,
+            fds: &mut fds,
+            through: Some(Through {
+                input,
+                piece: &mut piece,
+            }),
+        };
+        outbox.send_wire(&input[..3], &mut spare).expect("fits");
+        assert_eq!(outbox.pending(), RECORD_HEAD + 3);
+        assert_eq!((piece.clone(), out.len()), (Some(0..3), 0));
+        // A second message, even the next bytes of the read, is a record
+        // of its own: the first is copied as one before it.
+        let mut outbox = Outbox::Messages {
+            out: &mut out,
+            limit: 1 << 20,
+            fds: &mut fds,
+            through: Some(Through {
+                input,
+                piece: &mut piece,
+            }),
+        };
+        outbox.send_wire(&input[3..], &mut spare).expect("fits");
+        assert_eq!(piece, None);
+        assert_eq!(first_record(out.as_slice()), b"one");
+        out.consume(first_record_len(out.as_slice()), &mut spare);
+        assert_eq!(first_record(out.as_slice()), b"two");
+    }
+
+    #[test]
     fn framed_sends_encode_as_the_framing_says() {
         let (mut out, mut spare, mut fds) = (Buffer::new(), Vec::new(), None);
         for framing in [Framing::Line, Framing::Length, Framing::Raw] {
@@ -454,6 +691,7 @@ mod tests {
                 framing,
                 limit: 1 << 20,
                 fds: &mut fds,
+                through: None,
             };
             outbox.send(b"hi", &mut spare).expect("fits");
         }

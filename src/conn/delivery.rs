@@ -2,6 +2,7 @@
 //! replies go to (bytes or records, and the descriptors attached to
 //! them), and the delivery of decoded frames one by one.
 
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 
 use super::{Limits, Tally};
@@ -10,7 +11,7 @@ use crate::codec::Frame;
 use crate::ctl::Ctl;
 use crate::fds::Attached;
 use crate::handler::{ConnId, Context, Handler, PeerCred};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Through};
 
 /// A connection's unsent output: bytes for a stream, records for
 /// messages, and the descriptors attached to them (made on first use).
@@ -21,7 +22,10 @@ pub(super) struct Output {
 }
 
 /// The context for one callback: replies go to `out`, encoded as the
-/// connection's socket type and framing want.
+/// connection's socket type and framing want (or, with `through`, go
+/// through from the read being handled).
+// The connection's parts, lent one by one: grouping them would only hide that.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn context<'a>(
     id: ConnId,
     peer: Option<PeerCred>,
@@ -30,24 +34,32 @@ pub(super) fn context<'a>(
     received: Option<&'a mut Vec<OwnedFd>>,
     spare: &'a mut Vec<u8>,
     ctl: &'a mut Ctl<'_>,
+    through: Option<Through<'a>>,
 ) -> Context<'a> {
     let limit = limits.out_limit();
     let Output { bytes: out, fds } = out;
     let outbox = if limits.messages {
-        Outbox::Messages { out, limit, fds }
+        Outbox::Messages {
+            out,
+            limit,
+            fds,
+            through,
+        }
     } else {
         Outbox::Stream {
             out,
             framing: limits.framing,
             limit,
             fds,
+            through,
         }
     };
     Context::new(id, peer, outbox, received, spare, ctl.reborrow())
 }
 
 /// Hands decoded frames to the handler one by one, counting them and
-/// noting when it asks to close (which stops delivery).
+/// noting when it asks to close (which stops delivery), and which piece of
+/// the read the replies went through as.
 pub(super) struct Delivery<'a, 'c> {
     id: ConnId,
     peer: Option<PeerCred>,
@@ -58,11 +70,18 @@ pub(super) struct Delivery<'a, 'c> {
     received: Option<&'a mut Vec<OwnedFd>>,
     spare: &'a mut Vec<u8>,
     ctl: &'a mut Ctl<'c>,
+    /// The read being delivered from (`None`: frames from elsewhere, the
+    /// partial frame at EOF).
+    input: Option<&'a [u8]>,
+    /// The piece of `input` the replies so far went through as.
+    pub(super) through: Option<Range<usize>>,
     pub(super) tally: Tally,
     pub(super) close: bool,
 }
 
 impl<'a, 'c> Delivery<'a, 'c> {
+    // The connection's parts, lent one by one (as to `context`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: ConnId,
         peer: Option<PeerCred>,
@@ -71,6 +90,7 @@ impl<'a, 'c> Delivery<'a, 'c> {
         received: Option<&'a mut Vec<OwnedFd>>,
         spare: &'a mut Vec<u8>,
         ctl: &'a mut Ctl<'c>,
+        input: Option<&'a [u8]>,
     ) -> Delivery<'a, 'c> {
         Delivery {
             id,
@@ -80,6 +100,8 @@ impl<'a, 'c> Delivery<'a, 'c> {
             received,
             spare,
             ctl,
+            input,
+            through: None,
             tally: Tally::default(),
             close: false,
         }
@@ -101,6 +123,10 @@ impl<'a, 'c> Delivery<'a, 'c> {
             self.received.as_deref_mut(),
             self.spare,
             self.ctl,
+            self.input.map(|input| Through {
+                input,
+                piece: &mut self.through,
+            }),
         );
         handler.frame(state, frame, &mut cx);
         let (close, sent) = cx.outcome();

@@ -275,7 +275,33 @@ impl<H: Handler> Driver<H> {
                 .handle_read(id, chunk, now, limits, handler, spares, ctl)
         };
         self.model.read(chunk, self.now);
+        if let Some(piece) = tally.through.clone() {
+            self.write_through(&chunk[piece]);
+        }
         self.check_tally(tally, before);
+    }
+
+    /// The driver writes the write-through piece of a read straight from
+    /// the read: all of it, part of it, or (the socket full) none, picked
+    /// by its length so every case comes up; the rest is kept.
+    fn write_through(&mut self, data: &[u8]) {
+        assert!(!data.is_empty() || self.limits.messages, "an empty piece");
+        let written = match (data.len() % 3, self.limits.messages) {
+            (0, _) => None,
+            (1, _) | (_, true) => Some(data.len()),
+            _ => Some(1 + data.len() / 2),
+        };
+        match written {
+            Some(_) if self.limits.messages => self.model.written_msgs.push(data.to_vec()),
+            Some(n) => self.model.written.extend_from_slice(&data[..n]),
+            None => {}
+        }
+        let (now, limits) = (self.now, &self.limits);
+        self.conn
+            .handle_through(data, written, now, limits, &mut self.spares);
+        if written.is_some() {
+            self.model.wrote(now);
+        }
     }
 
     fn eof(&mut self) {
@@ -333,6 +359,7 @@ impl<H: Handler> Driver<H> {
         let model = Tally {
             frames_in: self.model.frames - frames,
             frames_out: self.model.replies - replies,
+            through: tally.through.clone(),
         };
         assert_eq!(tally, model, "frames and replies of one call");
     }

@@ -505,8 +505,14 @@ impl Driver {
         let (id, now, limits) = (self.id, self.now, &self.limits);
         let (handler, spares) = (&mut self.handler, &mut self.spares);
         let ctl = &mut self.world.ctl(now, None);
-        self.conn
+        let tally = self
+            .conn
             .handle_read(id, chunk, now, limits, handler, spares, ctl);
+        if let Some(piece) = tally.through {
+            // Not written through here: kept as output, written as the rest.
+            self.conn
+                .handle_through(&chunk[piece], None, now, limits, spares);
+        }
         let gone = self.model.read(chunk);
         self.closed(&gone, "their frame broke max_frame");
     }

@@ -233,7 +233,12 @@ impl Driver {
         }
         self.handler.model.read(id, chunk);
         self.invoke(key, &mut |conn, id, handler, limits, spares, ctl| {
-            conn.handle_read(id, chunk, now, limits, handler, spares, ctl)
+            let tally = conn.handle_read(id, chunk, now, limits, handler, spares, ctl);
+            if let Some(piece) = tally.through.clone() {
+                // Not written through here: kept, and flushed as the rest.
+                conn.handle_through(&chunk[piece], None, now, limits, spares);
+            }
+            tally
         });
         self.handler.model.read_end(id);
         self.after(key);

@@ -54,6 +54,7 @@ pub(super) fn open_state<H: Handler<M>, M>(core: &mut Core<H, M>) -> H::State {
         out: &mut nowhere,
         limit: 0,
         fds: &mut no_fds,
+        through: None,
     };
     let Core {
         handler,

@@ -3,7 +3,7 @@
 //! the ready list and the deadline in line with the connection's state.
 
 use std::io::{self, Read};
-use std::ops::ControlFlow;
+use std::ops::{ControlFlow, Range};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
@@ -41,12 +41,20 @@ impl<S> Connections<S> {
             }
             // Two copies of the read: with `--max-fds 0` the one without
             // a trace of descriptors.
-            let stop = match core.limits.max_fds {
+            let read = match core.limits.max_fds {
                 0 => read_once::<H, M, false>(entry, core, now),
                 _ => read_once::<H, M, true>(entry, core, now),
+            };
+            let (stop, through) = match read {
+                ControlFlow::Continue(through) => (false, through),
+                ControlFlow::Break(()) => (true, None),
+            };
+            // The replies that went through first, straight from the read
+            // buffer; then the output, unless the socket is full already.
+            let full = through.is_some_and(|piece| write_through(entry, core, piece, now));
+            if !full {
+                flush_entry(entry, core, now);
             }
-            .is_break();
-            flush_entry(entry, core, now);
             if stop {
                 break;
             }
@@ -120,14 +128,15 @@ impl<S> Connections<S> {
     }
 }
 
-/// One read and what follows from it; `Break` when reading must stop for
-/// this turn (drained, oversized, failed).
+/// One read and what follows from it: the replies' write-through piece of
+/// the read buffer, if any; `Break` when reading must stop for this turn
+/// (drained, oversized, failed).
 #[inline]
 fn read_once<H: Handler<M>, M, const FDS: bool>(
     entry: &mut Entry<H::State>,
     core: &mut Core<H, M>,
     now: Instant,
-) -> ControlFlow<()> {
+) -> ControlFlow<(), Option<Range<usize>>> {
     let id = entry.id;
     let Core {
         handler,
@@ -180,7 +189,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
             entry.readable = false;
             return ControlFlow::Break(());
         }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => return ControlFlow::Continue(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => return ControlFlow::Continue(None),
         Err(e) => {
             debug!("read {id}: {e}");
             entry.conn.handle_io_error(spares);
@@ -189,7 +198,41 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
     };
     stats.frames_in += tally.frames_in;
     stats.frames_out += tally.frames_out;
-    ControlFlow::Continue(())
+    ControlFlow::Continue(tally.through)
+}
+
+/// Writes the replies' write-through piece of the read buffer (nothing
+/// else is pending); what the socket does not take is kept as output.
+/// Whether the socket is full (or the connection failed): no flush then.
+#[inline]
+fn write_through<H: Handler<M>, M>(
+    entry: &mut Entry<H::State>,
+    core: &mut Core<H, M>,
+    piece: Range<usize>,
+    now: Instant,
+) -> bool {
+    let Core {
+        limits,
+        spares,
+        scratch,
+        stats,
+        ..
+    } = core;
+    let data = &scratch[piece];
+    loop {
+        let written = match sys::send_nosignal(&entry.sock, data) {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => return write_failed(&e, data.len(), entry, spares),
+        };
+        let n = written.unwrap_or(0);
+        stats.bytes_out += n as u64;
+        entry
+            .conn
+            .handle_through(data, written, now, limits, spares);
+        return n < data.len() && !limits.messages || written.is_none();
+    }
 }
 
 /// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
