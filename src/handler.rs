@@ -586,7 +586,12 @@ impl Context<'_> {
     ) -> Result<(), SendError> {
         let limit = self.ctl.max_buffer();
         match &mut self.outbox {
-            Outbox::Datagrams { queue, .. } => {
+            Outbox::Datagrams { .. } => {
+                // In order: a reply that went through goes first.
+                self.outbox.copy_through(self.spare)?;
+                let Outbox::Datagrams { queue, .. } = &mut self.outbox else {
+                    unreachable!("matched above")
+                };
                 crate::ctl::queue_datagram(queue, limit, to, bytes, fds)
             }
             _ => self.ctl.send_datagram_with_fds(to, bytes, fds),

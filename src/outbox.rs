@@ -128,6 +128,8 @@ pub(crate) enum Outbox<'a> {
     Datagrams {
         queue: &'a mut Datagrams,
         to: &'a SockAddr,
+        /// The datagram being handled, for write-through.
+        through: Option<Through<'a>>,
     },
 }
 
@@ -186,7 +188,9 @@ impl Outbox<'_> {
                 let piece = through.as_ref().filter(|t| t.piece.is_some());
                 out.len() + piece.map_or(0, |t| RECORD_HEAD + t.len())
             }
-            Outbox::Datagrams { queue, .. } => queue.bytes(),
+            Outbox::Datagrams { queue, through, .. } => {
+                queue.bytes() + through.as_ref().map_or(0, Through::len)
+            }
         }
     }
 
@@ -324,14 +328,24 @@ impl Outbox<'_> {
                 out.push(&len.to_ne_bytes(), *limit, spare);
                 out.push(bytes, *limit, spare);
             }
-            Outbox::Datagrams { queue, .. } => queue.push_to_sender(bytes)?,
+            Outbox::Datagrams { queue, through, .. } => {
+                if let Some(t) = through {
+                    if queue.is_empty() && t.take(bytes, true) {
+                        return Ok(());
+                    }
+                    if let Some(piece) = t.take_piece() {
+                        queue.push_to_sender(piece)?;
+                    }
+                }
+                queue.push_to_sender(bytes)?;
+            }
         }
         Ok(())
     }
 
     /// Copies the write-through piece, if any, into the output (before
     /// something that cannot go through is queued behind it).
-    fn copy_through(&mut self, spare: &mut Vec<u8>) -> Result<(), SendError> {
+    pub(crate) fn copy_through(&mut self, spare: &mut Vec<u8>) -> Result<(), SendError> {
         match self {
             Outbox::Stream {
                 out,
@@ -351,6 +365,15 @@ impl Outbox<'_> {
             } => {
                 if let Some(piece) = t.take_piece() {
                     push_record(out, piece, *limit, spare)?;
+                }
+            }
+            Outbox::Datagrams {
+                queue,
+                through: Some(t),
+                ..
+            } => {
+                if let Some(piece) = t.take_piece() {
+                    queue.push_to_sender(piece)?;
                 }
             }
             _ => {}
@@ -481,7 +504,7 @@ impl Datagrams {
     }
 
     /// Queues one datagram to the sender being handled.
-    fn push_to_sender(&mut self, data: &[u8]) -> Result<(), SendError> {
+    pub(crate) fn push_to_sender(&mut self, data: &[u8]) -> Result<(), SendError> {
         if data.len() > MAX_MESSAGE {
             return Err(too_large(data));
         }
@@ -710,6 +733,7 @@ mod tests {
             Outbox::Datagrams {
                 queue: &mut queue,
                 to: &x,
+                through: None,
             }
             .send(m, &mut spare)
             .expect("fits");
@@ -722,6 +746,7 @@ mod tests {
         Outbox::Datagrams {
             queue: &mut queue,
             to: &y,
+            through: None,
         }
         .send(b"ccc", &mut spare)
         .expect("fits");

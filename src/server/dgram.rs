@@ -33,7 +33,7 @@ use crate::conn::CloseReason;
 use crate::ctl::Owner;
 use crate::error::Error;
 use crate::handler::{Closed, ConnId, Context, Handler};
-use crate::outbox::{Datagrams, Outbox};
+use crate::outbox::{Datagrams, Outbox, Through};
 use crate::stats::Stats;
 use crate::sys;
 
@@ -242,10 +242,6 @@ impl<S> Dgram<S> {
             return;
         };
         core.stats.frames_in += 1;
-        let outbox = Outbox::Datagrams {
-            queue: &mut self.queue,
-            to: from,
-        };
         let received = (self.max_fds > 0).then_some(&mut self.received);
         let Core {
             handler,
@@ -255,6 +251,18 @@ impl<S> Dgram<S> {
             world,
             ..
         } = &mut *core;
+        let data = &scratch[..d.len];
+        // A reply that is this datagram goes straight back from the read
+        // buffer, as on connections (see `outbox`'s write-through).
+        let mut piece = None;
+        let outbox = Outbox::Datagrams {
+            queue: &mut self.queue,
+            to: from,
+            through: Some(Through {
+                input: data,
+                piece: &mut piece,
+            }),
+        };
         let mut cx = Context::new(
             DGRAM_ID,
             d.cred,
@@ -263,12 +271,22 @@ impl<S> Dgram<S> {
             &mut spares.output,
             world.ctl(now, None),
         );
-        let frame = Frame::raw(&scratch[..d.len]);
-        handler.frame(&mut self.state, frame, &mut cx);
+        handler.frame(&mut self.state, Frame::raw(data), &mut cx);
         stats.frames_out += cx.outcome().1;
         self.received.clear(); // not taken: closed
-                               // Write eagerly; only what must wait keeps a copy of the address.
-        self.flush(Some(from), stats);
+                               // Write eagerly (the piece first: nothing is queued before it);
+                               // only what must wait keeps a copy of its bytes and the address.
+        let blocked = piece.is_some_and(|piece| {
+            let reply = &data[piece];
+            let blocked = send(&self.sock, from, reply, &[], stats).is_break();
+            if blocked {
+                let _ = self.queue.push_to_sender(reply); // it fitted a read
+            }
+            blocked
+        });
+        if !blocked {
+            self.flush(Some(from), stats);
+        }
         self.queue.keep_sender(from);
     }
 
