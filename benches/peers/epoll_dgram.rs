@@ -3,7 +3,8 @@
 //! `--max-frame` (1 MiB), one `recvfrom` per readiness event and an
 //! immediate `sendto` back to the sender's address.
 //!
-//! A reply is kept only when its send would block (the sender's receive
+//! A reply is kept only when its send would block (replies its senders
+//! have not read yet fill this socket's send buffer, or a receiver's
 //! queue is full): it stays where it is, in the shared buffer, and the
 //! loop stops reading (its registration goes to no events) until it is
 //! sent. A datagram socket gets no "writable again" event for another

@@ -4,8 +4,11 @@
 //! async datagram echo.
 //!
 //! Datagrams from unbound senders (no path to answer) are dropped, as
-//! uds-reactor drops them. A reply to a full receiver waits in `send_to`
-//! (nothing is read meanwhile); the bench never fills one.
+//! uds-reactor drops them. A reply that would block waits in `send_to`
+//! for the socket to be writable (nothing is read meanwhile): that comes
+//! when senders read the replies filling its send buffer, though never
+//! for a full queue of an unconnected receiver (the bench has none: its
+//! senders are connected to the server).
 
 use std::os::unix::net::UnixDatagram;
 
