@@ -57,7 +57,7 @@
 //! | idle 10k | RSS growth with 10,000 idle connections (each echoed 1 byte), on a fresh server process; first placement only |
 //! | seqpacket ping-pong 1 / 100 | as ping-pong, on seqpacket |
 //! | seqpacket bulk 1 | 1 connection, 8 KiB messages, 8 in flight |
-//! | dgram ping-pong 1 / 100 | as ping-pong, with 1 or 100 bound senders |
+//! | dgram ping-pong 1 / 100 | as ping-pong, with 1 or 100 bound senders (past `net.unix.max_dgram_qlen` queued, 10 by default, a send would block: the load generator retries it after 1 ms) |
 //! | dgram bulk 1 | 1 sender, 8 KiB datagrams, 8 in flight |
 //! | fd ping-pong 1 / 100 | as ping-pong, one descriptor attached to every message (`load --fds 1`) |
 //!

@@ -87,153 +87,211 @@ impl Group {
     }
 }
 
+/// `samples[placement][workload][server][rep]`.
+type Samples = Vec<Vec<Vec<Vec<Option<Sample>>>>>;
+
 /// Runs the bench on the workloads of `family` (all if None), the
 /// sockets in a temporary directory tagged `tag`, and prints the tables.
 pub fn main(family: Option<Family>, tag: &str) {
-    let settings = Settings::from_env();
-    let placements = procs::placements(&settings.placement).unwrap_or_else(|e| {
-        eprintln!("{e}");
-        std::process::exit(2);
-    });
-    let workloads: Vec<&Workload> = WORKLOADS
-        .iter()
-        .filter(|w| family.is_none_or(|f| w.family == f))
-        .filter(|w| settings.only.as_deref().is_none_or(|o| w.name.contains(o)))
-        .collect();
-    // The idle workload holds IDLE descriptors here (and in the server).
-    let nofile = uds_reactor::raise_open_file_limit().unwrap_or(1024);
-    let idle = IDLE.min(nofile.saturating_sub(64) as usize);
-    if idle < IDLE && workloads.iter().any(|w| w.unit == Unit::Rss) {
-        println!(
-            "open-file limit {nofile}: the idle workload opens {idle} connections, not {IDLE}"
-        );
-    }
-    // Servers are pinned once: every placement puts them on the same CPU.
-    let server_cpu = placements[0].server;
-    let dir = TempDir::new(tag);
-    let mut groups: Vec<Group> = Vec::new();
-    for f in [
-        Family::Stream,
-        Family::Seqpacket,
-        Family::Dgram,
-        Family::Fds,
-    ] {
-        if !workloads.iter().any(|w| w.family == f) {
-            continue;
-        }
-        let specs = settings.servers(f);
-        let servers = specs
-            .iter()
-            .map(|s| Server::start(s, dir.join(&sock_name(f, s)), server_cpu))
-            .collect();
-        groups.push(Group {
-            family: f,
-            specs,
-            servers,
-        });
-    }
-    let group_of: Vec<usize> = workloads
-        .iter()
-        .map(|w| {
-            groups
-                .iter()
-                .position(|g| g.family == w.family)
-                .expect("started")
-        })
-        .collect();
-    eprintln!(
-        "echo bench: {} repetitions of {} s; {}; placements: {}",
-        settings.reps,
-        settings.secs,
-        env!("CARGO_BIN_EXE_uds-reactor"),
-        placements
-            .iter()
-            .map(Placement::describe)
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    for g in &groups {
-        let w = Workload::warm_up(g.family);
-        for s in &g.servers {
-            // Fault in code and buffers before anything is measured.
-            let _ = measure(s, w, WARM_UP_SECS, placements[0].load);
-        }
-    }
-
+    let mut bench = Bench::start(family, tag);
+    bench.warm_up();
     // Other work on the machine skews everything: say how much there was.
     let load_start = loadavg();
     let started = Instant::now();
-    // samples[placement][workload][server][rep]
-    let mut samples: Vec<Vec<Vec<Vec<Option<Sample>>>>> = placements
-        .iter()
-        .map(|_| {
-            group_of
-                .iter()
-                .map(|&g| vec![Vec::new(); groups[g].servers.len()])
-                .collect()
-        })
-        .collect();
-    for rep in 0..settings.reps {
-        for i in 0..placements.len() {
-            // The order of placements rotates too.
-            let pi = (i + rep) % placements.len();
-            let p = placements[pi];
-            for (wi, w) in workloads.iter().enumerate() {
-                let rss = w.unit == Unit::Rss;
-                // RSS does not depend on placement: measured in the first.
-                if rss && (pi != 0 || rep >= RSS_REPS) {
-                    continue;
-                }
-                let g = &mut groups[group_of[wi]];
-                let n = g.servers.len();
-                // Interleaved: every server in turn, the order rotating.
-                for k in 0..n {
-                    let si = (k + rep) % n;
-                    let sample = if rss {
-                        // A fresh process: one that served before keeps its
-                        // grown tables and freed memory, and would show no growth.
-                        let spec = &g.specs[si];
-                        let path = dir.join(&format!("idle-{}", sock_name(g.family, spec)));
-                        let fresh = Server::start(spec, path, p.server);
-                        let sample = measure_rss(&fresh, idle);
-                        fresh.stop();
-                        sample
-                    } else if g.servers[si].alive() {
-                        measure(&g.servers[si], w, settings.secs, p.load)
-                    } else {
-                        None
-                    };
-                    progress(started, rep, p, w, g.specs[si].name, sample.as_ref());
-                    samples[pi][wi][si].push(sample);
-                }
-            }
-        }
-    }
-
+    let samples = bench.repeat(started);
     println!();
     println!(
         "{} repetitions of {} s each, in {:.0} s; medians, (min–max) over repetitions.",
-        settings.reps,
-        settings.secs,
+        bench.settings.reps,
+        bench.settings.secs,
         started.elapsed().as_secs_f64()
     );
     println!("CPU = the server process's utime + stime; ratios taken per repetition.");
     println!("load average at start: {load_start}; at end: {}", loadavg());
-    for (pi, p) in placements.iter().enumerate() {
+    for (pi, p) in bench.placements.iter().enumerate() {
         println!();
         println!("{}", p.describe());
         println!();
+        print!("{}", bench.table(&samples[pi]));
+    }
+    for g in bench.groups {
+        g.servers.into_iter().for_each(Server::stop);
+    }
+}
+
+/// Everything a run needs, its servers started.
+struct Bench {
+    settings: Settings,
+    placements: Vec<Placement>,
+    workloads: Vec<&'static Workload>,
+    groups: Vec<Group>,
+    /// `groups[group_of[w]]` runs `workloads[w]`.
+    group_of: Vec<usize>,
+    /// Connections the idle workload opens (IDLE, or fewer if the
+    /// open-file limit says so).
+    idle: usize,
+    /// Where the sockets are; removed last.
+    dir: TempDir,
+}
+
+impl Bench {
+    /// Reads the settings, chooses the workloads and starts the servers
+    /// of every family that has one.
+    fn start(family: Option<Family>, tag: &str) -> Bench {
+        let settings = Settings::from_env();
+        let placements = procs::placements(&settings.placement).unwrap_or_else(|e| {
+            eprintln!("{e}");
+            std::process::exit(2);
+        });
+        let workloads: Vec<&Workload> = WORKLOADS
+            .iter()
+            .filter(|w| family.is_none_or(|f| w.family == f))
+            .filter(|w| settings.only.as_deref().is_none_or(|o| w.name.contains(o)))
+            .collect();
+        // The idle workload holds IDLE descriptors here (and in the server).
+        let nofile = uds_reactor::raise_open_file_limit().unwrap_or(1024);
+        let idle = IDLE.min(nofile.saturating_sub(64) as usize);
+        if idle < IDLE && workloads.iter().any(|w| w.unit == Unit::Rss) {
+            println!(
+                "open-file limit {nofile}: the idle workload opens {idle} connections, not {IDLE}"
+            );
+        }
+        let dir = TempDir::new(tag);
+        // Servers are pinned once: every placement puts them on one CPU.
+        let cpu = placements[0].server;
+        let mut groups: Vec<Group> = Vec::new();
+        for f in [
+            Family::Stream,
+            Family::Seqpacket,
+            Family::Dgram,
+            Family::Fds,
+        ] {
+            if workloads.iter().any(|w| w.family == f) {
+                let specs = settings.servers(f);
+                let servers = specs
+                    .iter()
+                    .map(|s| Server::start(s, dir.join(&sock_name(f, s)), cpu))
+                    .collect();
+                groups.push(Group {
+                    family: f,
+                    specs,
+                    servers,
+                });
+            }
+        }
+        let group_of = workloads
+            .iter()
+            .map(|w| {
+                groups
+                    .iter()
+                    .position(|g| g.family == w.family)
+                    .expect("started")
+            })
+            .collect();
+        eprintln!(
+            "echo bench: {} repetitions of {} s; {}; placements: {}",
+            settings.reps,
+            settings.secs,
+            env!("CARGO_BIN_EXE_uds-reactor"),
+            placements
+                .iter()
+                .map(Placement::describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        Bench {
+            settings,
+            placements,
+            workloads,
+            groups,
+            group_of,
+            idle,
+            dir,
+        }
+    }
+
+    /// Faults in every server's code and buffers before anything is
+    /// measured: its family's largest workload, briefly.
+    fn warm_up(&self) {
+        for g in &self.groups {
+            let w = Workload::warm_up(g.family);
+            for s in &g.servers {
+                let _ = measure(s, w, WARM_UP_SECS, self.placements[0].load);
+            }
+        }
+    }
+
+    /// Every repetition: each placement in turn (the order rotating),
+    /// each workload, each of its servers in turn (the order rotating).
+    fn repeat(&mut self, started: Instant) -> Samples {
+        let mut samples: Samples = (self.placements.iter())
+            .map(|_| {
+                (self.group_of.iter())
+                    .map(|&g| vec![Vec::new(); self.groups[g].servers.len()])
+                    .collect()
+            })
+            .collect();
+        for rep in 0..self.settings.reps {
+            for i in 0..self.placements.len() {
+                let pi = (i + rep) % self.placements.len();
+                for (wi, by_server) in samples[pi].iter_mut().enumerate() {
+                    let (p, w) = (self.placements[pi], self.workloads[wi]);
+                    // RSS does not depend on placement: the first only.
+                    if w.unit == Unit::Rss && (pi != 0 || rep >= RSS_REPS) {
+                        continue;
+                    }
+                    let n = by_server.len();
+                    for k in 0..n {
+                        let si = (k + rep) % n;
+                        let sample = self.one(p, wi, si);
+                        let name = self.groups[self.group_of[wi]].specs[si].name;
+                        progress(started, rep, p, w, name, sample.as_ref());
+                        by_server[si].push(sample);
+                    }
+                }
+            }
+        }
+        samples
+    }
+
+    /// One run of workload `wi` on its group's server `si` in placement
+    /// `p`; None if it failed.
+    fn one(&mut self, p: Placement, wi: usize, si: usize) -> Option<Sample> {
+        let w = self.workloads[wi];
+        let g = &mut self.groups[self.group_of[wi]];
+        if w.unit == Unit::Rss {
+            // A fresh process: one that served before keeps its grown
+            // tables and freed memory, and would show no growth.
+            let spec = &g.specs[si];
+            let path = self
+                .dir
+                .join(&format!("idle-{}", sock_name(g.family, spec)));
+            let fresh = Server::start(spec, path, p.server);
+            let sample = measure_rss(&fresh, self.idle);
+            fresh.stop();
+            sample
+        } else if g.servers[si].alive() {
+            measure(&g.servers[si], w, self.settings.secs, p.load)
+        } else {
+            None
+        }
+    }
+
+    /// The markdown table of one placement's samples
+    /// (`samples[workload][server][rep]`); workloads not run there are
+    /// left out.
+    fn table(&self, samples: &[Vec<Vec<Option<Sample>>>]) -> String {
         let mut out = String::from(table::HEADER);
-        for (wi, w) in workloads.iter().enumerate() {
-            if samples[pi][wi].iter().all(Vec::is_empty) {
+        for (wi, w) in self.workloads.iter().enumerate() {
+            if samples[wi].iter().all(Vec::is_empty) {
                 continue; // idle 10k, measured in the first placement
             }
-            let g = &groups[group_of[wi]];
+            let g = &self.groups[self.group_of[wi]];
             Results {
                 workload: w.name,
                 unit: w.unit,
                 servers: &g.specs.iter().map(|s| s.name).collect::<Vec<_>>(),
-                samples: &samples[pi][wi],
+                samples: &samples[wi],
             }
             .rows(
                 &mut out,
@@ -241,10 +299,7 @@ pub fn main(family: Option<Family>, tag: &str) {
                 g.position(Some(g.family.raw())),
             );
         }
-        print!("{out}");
-    }
-    for g in groups {
-        g.servers.into_iter().for_each(Server::stop);
+        out
     }
 }
 
