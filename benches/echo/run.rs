@@ -148,6 +148,11 @@ impl Bench {
             .filter(|w| family.is_none_or(|f| w.family == f))
             .filter(|w| settings.only.as_deref().is_none_or(|o| w.name.contains(o)))
             .collect();
+        if workloads.is_empty() {
+            let only = settings.only.as_deref().unwrap_or_default();
+            eprintln!("no workload's name contains UDSR_BENCH_ONLY={only}");
+            std::process::exit(2);
+        }
         // The idle workload holds IDLE descriptors here (and in the server).
         let nofile = uds_reactor::raise_open_file_limit().unwrap_or(1024);
         let idle = IDLE.min(nofile.saturating_sub(64) as usize);
