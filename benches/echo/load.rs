@@ -68,8 +68,9 @@ pub fn run(run: &Run<'_>, cpu: Option<usize>) -> Result<Report, String> {
         .spawn()
         .map_err(|e| format!("start uds-reactor load: {e}"))?;
     if let Some(cpu) = cpu {
-        // It inherits our own pinning already; this says so explicitly,
-        // as for the servers.
+        // It starts on this process's CPU (CPU 1): right for the split
+        // placement, moved at once for the same-CPU one, long before its
+        // first connect (its start-up is not measured: the server's CPU is).
         procs::pin(child.id(), cpu);
     }
     let out = child
