@@ -242,7 +242,13 @@ fn start(spec: Spec, dir: &TempDir, cpu: Option<usize>) -> Option<Server> {
     let path = dir.join(&format!("{}.sock", spec.name));
     let log = log_path(&path);
     // procs.rs panics when a server does not start; here that skips it.
-    let started = std::panic::catch_unwind(|| Server::start(spec.name, spec.kind, path, cpu));
+    let launch = procs::Spec {
+        name: spec.name,
+        kind: spec.kind,
+        ty: uds_reactor::SocketType::Stream,
+        flags: &[],
+    };
+    let started = std::panic::catch_unwind(|| Server::start(&launch, path, cpu));
     match started {
         Ok(server) => {
             if let Some(cpu) = cpu {

@@ -6,11 +6,15 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use uds_reactor::SocketType;
+
 use crate::procs;
 
 /// One timed run: what to ask `uds-reactor load` for.
 pub struct Run<'a> {
     pub path: &'a Path,
+    /// The server's socket type (`--type`).
+    pub ty: SocketType,
     pub connections: usize,
     pub size: usize,
     pub pipeline: usize,
@@ -43,6 +47,7 @@ pub struct Report {
 pub fn run(run: &Run<'_>, cpu: Option<usize>) -> Result<Report, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_uds-reactor"));
     cmd.arg("load")
+        .args(["--type", run.ty.as_str()])
         .args(["-c", &run.connections.to_string()])
         .args(["-s", &run.size.to_string()])
         .args(["-P", &run.pipeline.to_string()])
@@ -63,8 +68,9 @@ pub fn run(run: &Run<'_>, cpu: Option<usize>) -> Result<Report, String> {
         .spawn()
         .map_err(|e| format!("start uds-reactor load: {e}"))?;
     if let Some(cpu) = cpu {
-        // It inherits our own pinning already; this says so explicitly,
-        // as for the servers.
+        // It starts on this process's CPU (CPU 1): right for the split
+        // placement, moved at once for the same-CPU one, long before its
+        // first connect (its start-up is not measured: the server's CPU is).
         procs::pin(child.id(), cpu);
     }
     let out = child

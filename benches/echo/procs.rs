@@ -2,10 +2,12 @@
 //! time and RSS from /proc, stop. Only children this bench started are
 //! ever signalled, by their pid.
 
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use uds_reactor::SocketType;
 
 /// How long a server may take to accept its first connection.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -22,8 +24,18 @@ pub enum Kind {
     Baseline,
     /// A peer in benches/peers, by its name.
     Peer(&'static str),
-    /// The release binary with these flags.
-    ReactorWith(&'static [&'static str]),
+}
+
+/// A server to start: the program, and what it serves.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// The name in the table.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The socket type it listens on (uds-reactor gets `--type`).
+    pub ty: SocketType,
+    /// More uds-reactor flags (ignored for peers).
+    pub flags: &'static [&'static str],
 }
 
 /// A server child process, killed on drop.
@@ -34,25 +46,22 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `kind` on `path`, pins it to `cpu` (if any) and waits until
-    /// it accepts a connection.
-    pub fn start(name: &'static str, kind: Kind, path: PathBuf, cpu: Option<usize>) -> Server {
-        let mut cmd = match kind {
-            Kind::Reactor => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_uds-reactor"));
-                c.arg(&path).args(["--log-level", "warn"]);
-                c
-            }
+    /// Starts `spec` on `path`, pins it to `cpu` (if any) and waits until
+    /// it answers a connect of its socket type.
+    pub fn start(spec: &Spec, path: PathBuf, cpu: Option<usize>) -> Server {
+        let name = spec.name;
+        let reactor = |bin: &std::ffi::OsStr| {
+            let mut c = Command::new(bin);
+            c.arg(&path)
+                .args(["--log-level", "warn", "--type", spec.ty.as_str()])
+                .args(spec.flags);
+            c
+        };
+        let mut cmd = match spec.kind {
+            Kind::Reactor => reactor(env!("CARGO_BIN_EXE_uds-reactor").as_ref()),
             Kind::Baseline => {
                 let bin = std::env::var_os("UDSR_BENCH_BASELINE").expect("UDSR_BENCH_BASELINE");
-                let mut c = Command::new(bin);
-                c.arg(&path).args(["--log-level", "warn"]);
-                c
-            }
-            Kind::ReactorWith(flags) => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_uds-reactor"));
-                c.arg(&path).args(["--log-level", "warn"]).args(flags);
-                c
+                reactor(&bin)
             }
             Kind::Peer(peer) => {
                 let mut c = Command::new(std::env::current_exe().expect("own executable"));
@@ -71,7 +80,7 @@ impl Server {
             pin(server.pid(), cpu);
         }
         let deadline = Instant::now() + START_TIMEOUT;
-        while UnixStream::connect(&server.path).is_err() {
+        while !answers(&server.path, spec.ty) {
             if let Ok(Some(status)) = server.child.try_wait() {
                 panic!("{name} exited at start: {status}");
             }
@@ -126,15 +135,100 @@ impl Drop for Server {
     }
 }
 
-/// The benches' placement: on two or more CPUs, servers on CPU 0 and the
-/// load (this process, and the load generators it starts) on CPU 1, this
-/// process pinned there now; `(server CPU, load CPU)`, both `None` on one.
+/// Whether a server of type `ty` is bound on `path` and takes a connect
+/// (a datagram socket's connect only checks that it is bound).
+fn answers(path: &Path, ty: SocketType) -> bool {
+    match ty {
+        SocketType::Stream => UnixStream::connect(path).is_ok(),
+        SocketType::Dgram => UnixDatagram::unbound()
+            .and_then(|s| s.connect(path))
+            .is_ok(),
+        SocketType::Seqpacket => {
+            use socket2::{Domain, SockAddr, Socket, Type};
+            let addr = SockAddr::unix(path);
+            let sock = Socket::new(Domain::UNIX, Type::SEQPACKET, None);
+            matches!((sock, addr), (Ok(s), Ok(a)) if s.connect(&a).is_ok())
+        }
+    }
+}
+
+/// Where the servers and the load generator run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// `split`, `same`, or `unpinned` on one CPU.
+    pub name: &'static str,
+    /// The CPU the servers are pinned to.
+    pub server: Option<usize>,
+    /// The CPU the load generator is pinned to.
+    pub load: Option<usize>,
+}
+
+impl Placement {
+    /// Servers on CPU 0, the load generator on CPU 1: each side has a CPU,
+    /// and every message costs cross-CPU wake-ups.
+    pub const SPLIT: Placement = Placement {
+        name: "split",
+        server: Some(0),
+        load: Some(1),
+    };
+    /// Servers and load generator both on CPU 0: no cross-CPU wake-ups, and
+    /// on two cores shared with other work the quieter of the two.
+    pub const SAME: Placement = Placement {
+        name: "same",
+        server: Some(0),
+        load: Some(0),
+    };
+
+    /// One line saying where things run.
+    pub fn describe(&self) -> String {
+        let cpu = |c: Option<usize>| c.map_or("any CPU".to_owned(), |c| format!("CPU {c}"));
+        format!(
+            "{}: servers on {}, load generator on {}",
+            self.name,
+            cpu(self.server),
+            cpu(self.load)
+        )
+    }
+}
+
+/// The placements `which` names (`split`, `same` or `both`); on fewer
+/// than two CPUs, one unpinned placement whatever was asked. With two or
+/// more, this process (which holds the idle workload's connections and
+/// otherwise waits) is pinned to CPU 1.
+///
+/// # Errors
+///
+/// An unknown name.
+pub fn placements(which: &str) -> Result<Vec<Placement>, String> {
+    let chosen = match which {
+        "split" => vec![Placement::SPLIT],
+        "same" => vec![Placement::SAME],
+        "both" => vec![Placement::SPLIT, Placement::SAME],
+        other => {
+            return Err(format!(
+                "UDSR_BENCH_PLACEMENT={other}: not split, same or both"
+            ))
+        }
+    };
+    if cpus() < 2 {
+        return Ok(vec![Placement {
+            name: "unpinned",
+            server: None,
+            load: None,
+        }]);
+    }
+    pin(0, 1);
+    Ok(chosen)
+}
+
+/// The split placement as `(server CPU, load CPU)`, this process pinned
+/// to the load CPU; both `None` on one CPU (the pubsub bench's).
 pub fn placement() -> (Option<usize>, Option<usize>) {
     if cpus() < 2 {
         return (None, None);
     }
     pin(0, 1);
-    (Some(0), Some(1))
+    (Placement::SPLIT.server, Placement::SPLIT.load)
 }
 
 /// Pins every thread of process `pid` (0 = this one) to `cpu`.

@@ -80,9 +80,15 @@ pub struct Results<'a> {
 }
 
 impl Results<'_> {
-    /// Per-repetition ratios of server `s` to server `base`, by `f`.
-    fn ratio(&self, s: usize, base: usize, f: impl Fn(&Sample) -> f64) -> Option<(f64, f64, f64)> {
-        let pairs = self.samples[s].iter().zip(&self.samples[base]);
+    /// Per-repetition ratios of server `s` to server `base` (if any), by
+    /// `f`.
+    fn ratio(
+        &self,
+        s: usize,
+        base: Option<usize>,
+        f: impl Fn(&Sample) -> f64,
+    ) -> Option<(f64, f64, f64)> {
+        let pairs = self.samples[s].iter().zip(&self.samples[base?]);
         spread(pairs.filter_map(|(a, b)| Some(f(a.as_ref()?) / f(b.as_ref()?))))
     }
 
@@ -90,8 +96,9 @@ impl Results<'_> {
         spread(self.samples[s].iter().flatten().map(f))
     }
 
-    /// Appends this workload's rows to `out`.
-    pub fn rows(&self, out: &mut String, tokio: usize, epoll: usize) {
+    /// Appends this workload's rows to `out`, with ratios to the servers
+    /// at `tokio` and `raw` (when the workload has them).
+    pub fn rows(&self, out: &mut String, tokio: Option<usize>, raw: Option<usize>) {
         for (s, name) in self.servers.iter().enumerate() {
             let rate = |x: &Sample| x.rate;
             let cpu = |x: &Sample| x.cpu;
@@ -111,7 +118,7 @@ impl Results<'_> {
                     line,
                     " — | — | — | {} | — | {} | — |",
                     cell(self.ratio(s, tokio, rate), "×"),
-                    cell(self.ratio(s, epoll, rate), "×"),
+                    cell(self.ratio(s, raw, rate), "×"),
                 );
             } else {
                 let _ = write!(
@@ -122,8 +129,8 @@ impl Results<'_> {
                     cell(self.of(s, cpu), cpu_unit),
                     cell(self.ratio(s, tokio, rate), "×"),
                     cell(self.ratio(s, tokio, cpu), "×"),
-                    cell(self.ratio(s, epoll, rate), "×"),
-                    cell(self.ratio(s, epoll, cpu), "×"),
+                    cell(self.ratio(s, raw, rate), "×"),
+                    cell(self.ratio(s, raw, cpu), "×"),
                 );
             }
             out.push_str(&line);
@@ -132,8 +139,10 @@ impl Results<'_> {
     }
 }
 
-/// The table's header.
+/// The table's header. "tokio" is the workload's tokio peer (tokio-ct,
+/// tokio-dgram; none for seqpacket and descriptors), "raw" its raw-epoll
+/// peer (raw-epoll, raw-epoll-seqpacket, raw-epoll-dgram, raw-epoll-fds).
 pub const HEADER: &str = "\
-| workload | server | throughput (or RSS) | p50 | p99 | server CPU | rate ÷ tokio | CPU ÷ tokio | rate ÷ epoll | CPU ÷ epoll |
+| workload | server | throughput (or RSS) | p50 | p99 | server CPU | rate ÷ tokio | CPU ÷ tokio | rate ÷ raw | CPU ÷ raw |
 |---|---|---:|---:|---:|---:|---:|---:|---:|---:|
 ";

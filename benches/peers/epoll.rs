@@ -7,9 +7,13 @@
 //! Per ping-pong message on one connection: `epoll_wait`, `read`, `write`.
 //! No allocation per event, no registration change unless a write was
 //! short.
+//!
+//! The same loop serves seqpacket (epoll_seqpacket.rs): there a `read`
+//! takes one message and a `write` sends all of it or nothing, so "the
+//! bytes of a short write" are a whole message that could not be sent.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 
 /// The shared read buffer: as large as uds-reactor's reads (64 KiB), so
@@ -21,13 +25,16 @@ const EVENTS: usize = 256;
 /// Serves until the process is killed.
 pub fn serve(listener: UnixListener) {
     listener.set_nonblocking(true).expect("nonblocking");
-    let lfd = listener.as_raw_fd();
-    // SAFETY: plain syscall, no pointers.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    assert!(ep >= 0, "epoll_create1: {}", io::Error::last_os_error());
-    ctl(ep, libc::EPOLL_CTL_ADD, lfd, libc::EPOLLIN as u32).expect("register listener");
+    serve_on(listener.into(), BUF);
+}
 
-    let mut buf = vec![0u8; BUF];
+/// The loop, on `listener` (a nonblocking listening socket of a
+/// connected type), reading at most `buf_len` bytes at a time, until the
+/// process is killed.
+pub(super) fn serve_on(listener: OwnedFd, buf_len: usize) {
+    let lfd = listener.as_raw_fd();
+    let ep = epoll_for(lfd, libc::EPOLLIN as u32);
+    let mut buf = vec![0u8; buf_len];
     // Unsent bytes per descriptor; empty (no allocation) almost always.
     let mut pending: Vec<Vec<u8>> = Vec::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
@@ -48,6 +55,21 @@ pub fn serve(listener: UnixListener) {
             }
         }
     }
+}
+
+/// A new level-triggered epoll instance with `fd` registered for
+/// `events`.
+///
+/// # Panics
+///
+/// If either call fails: the peer cannot serve, and its parent sees it
+/// exit.
+pub(super) fn epoll_for(fd: RawFd, events: u32) -> RawFd {
+    // SAFETY: plain syscall, no pointers.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    assert!(ep >= 0, "epoll_create1: {}", io::Error::last_os_error());
+    ctl(ep, libc::EPOLL_CTL_ADD, fd, events).expect("register the socket");
+    ep
 }
 
 fn accept_all(ep: RawFd, lfd: RawFd, pending: &mut Vec<Vec<u8>>) {

@@ -17,7 +17,7 @@ use std::os::unix::net::UnixListener;
 
 use uds_reactor::fds::{recv_with_fds, send_with_fds};
 
-use super::epoll::{accept_into, ctl};
+use super::epoll::{accept_into, ctl, epoll_for};
 
 const BUF: usize = 64 << 10;
 const EVENTS: usize = 256;
@@ -35,10 +35,7 @@ struct Parked {
 pub fn serve(listener: UnixListener) {
     listener.set_nonblocking(true).expect("nonblocking");
     let lfd = listener.as_raw_fd();
-    // SAFETY: plain syscall, no pointers.
-    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    assert!(ep >= 0, "epoll_create1: {}", io::Error::last_os_error());
-    ctl(ep, libc::EPOLL_CTL_ADD, lfd, libc::EPOLLIN as u32).expect("register listener");
+    let ep = epoll_for(lfd, libc::EPOLLIN as u32);
     let mut buf = vec![0u8; BUF];
     let mut parked: Vec<Parked> = Vec::new();
     let mut fds = Vec::with_capacity(MAX);
@@ -117,8 +114,9 @@ fn on_writable(ep: RawFd, fd: RawFd, parked: &mut Parked) {
 }
 
 fn close(fd: RawFd, parked: &mut Parked) {
-    *parked = Parked::default(); // closes the held descriptors
-                                 // SAFETY: a descriptor we accepted and own; closing it also removes it
-                                 // from the epoll set.
+    // Closes the held descriptors too.
+    *parked = Parked::default();
+    // SAFETY: a descriptor we accepted and own; closing it also removes it
+    // from the epoll set.
     unsafe { libc::close(fd) };
 }

@@ -3,11 +3,14 @@
 //! VmRSS are that server's alone.
 
 pub mod epoll;
+pub mod epoll_dgram;
 pub mod epoll_fds;
+pub mod epoll_seqpacket;
 pub mod threads;
 pub mod tokio_ct;
+pub mod tokio_dgram;
 
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixDatagram, UnixListener};
 use std::path::Path;
 
 /// Size of the read buffer of the tokio and thread peers (per task, per
@@ -35,12 +38,16 @@ pub fn serve_if_asked() {
 pub fn serve(name: &str, path: &Path) {
     // Thousands of idle connections need descriptors.
     let _ = uds_reactor::raise_open_file_limit();
-    let listener = UnixListener::bind(path).expect("bind peer socket");
+    let stream = || UnixListener::bind(path).expect("bind peer socket");
+    let dgram = || UnixDatagram::bind(path).expect("bind peer socket");
     match name {
-        "tokio-ct" => tokio_ct::serve(listener),
-        "std-threads" => threads::serve(listener),
-        "raw-epoll" => epoll::serve(listener),
-        "raw-epoll-fds" => epoll_fds::serve(listener),
+        "tokio-ct" => tokio_ct::serve(stream()),
+        "std-threads" => threads::serve(stream()),
+        "raw-epoll" => epoll::serve(stream()),
+        "raw-epoll-fds" => epoll_fds::serve(stream()),
+        "raw-epoll-seqpacket" => epoll_seqpacket::serve(path),
+        "raw-epoll-dgram" => epoll_dgram::serve(dgram()),
+        "tokio-dgram" => tokio_dgram::serve(dgram()),
         other => panic!("unknown peer {other}"),
     }
 }
