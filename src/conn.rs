@@ -74,10 +74,16 @@ impl Limits {
         }
     }
 
-    /// Whether connections are polled level-triggered: streams that take
-    /// descriptors (see [`Conn::interest`]).
+    /// Whether connections are polled level-triggered (see
+    /// [`Conn::interest`]): message sockets, where no read can tell that
+    /// the queue is empty (each returns one message), so an edge-triggered
+    /// loop pays a read that finds nothing after every message; and
+    /// streams that take descriptors, where a read ends at the bytes that
+    /// carry them, so a short read does not prove the socket drained.
+    /// Either way the driver reads once per readiness and the next wait
+    /// tells whether more is there, as a level-triggered C loop does.
     pub fn level_triggered(&self) -> bool {
-        self.max_fds > 0 && !self.messages
+        self.messages || self.max_fds > 0
     }
 
     /// The output buffer's growth limit: `max_buffer` plus the replies to

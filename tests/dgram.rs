@@ -12,7 +12,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{stat, tagged, Library, Proc, TempDir, PATIENCE};
 use uds_reactor::{Config, Context, Frame, Handler, SocketType};
@@ -216,6 +216,14 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
     );
     let line = p.stats();
     assert!(stat(&line, "frames_in") <= stalled_at as u64);
+    // Held back, it does not spin: the socket is polled level-triggered
+    // and READABLE is dropped while the reply queue is full (a busy loop
+    // burns ~50 ticks in the half second; the sleep is the measuring
+    // window, the retries of the queued replies cost a few).
+    let before = common::cpu_ticks(p.pid());
+    thread::sleep(Duration::from_millis(500));
+    let ticks = common::cpu_ticks(p.pid()) - before;
+    assert!(ticks <= 10, "{ticks} ticks of CPU while held back");
     // The rest, blocking, while the replies are read.
     let tx = c.try_clone().unwrap();
     let to = server.clone();

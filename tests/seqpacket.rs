@@ -13,7 +13,7 @@ use std::net::Shutdown;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{stat, tagged, Library, Proc, Rng, TempDir, PATIENCE};
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -173,6 +173,14 @@ fn a_non_reading_peer_is_backpressured_and_loses_nothing() {
     );
     let line = p.stats();
     assert!(stat(&line, "bytes_in") <= stalled_at as u64);
+    // Held back, it does not spin: message sockets are polled
+    // level-triggered, and READABLE is dropped while reading is paused
+    // (a busy loop burns ~50 ticks in the half second; the sleep is the
+    // measuring window).
+    let before = common::cpu_ticks(p.pid());
+    thread::sleep(Duration::from_millis(500));
+    let ticks = common::cpu_ticks(p.pid()) - before;
+    assert!(ticks <= 10, "{ticks} ticks of CPU while held back");
     // Now read, while the rest is sent: everything comes back, intact and
     // in order.
     let w = s.try_clone().unwrap();

@@ -38,10 +38,14 @@
 //! short read, which on a stream means the same), or, when its per-event
 //! budget runs out or backpressure stops it with input left, it goes on the
 //! ready list and the next poll does not sleep. Output is written eagerly;
-//! WRITABLE is registered only while bytes remain. Streams that take
-//! descriptors are the exception: a read that brings some ends at their
-//! bytes, short or not, so they are registered level-triggered
-//! (`sys::epoll_level`, READABLE only while reading is wanted).
+//! WRITABLE is registered only while bytes remain. Where no read can tell
+//! that the socket is drained, polling is level-triggered instead
+//! (`sys::epoll_level`, READABLE only while reading is wanted), one read a
+//! readiness, the next wait telling whether more is there: message sockets
+//! (seqpacket connections, the datagram socket), where a read returns one
+//! message and edge-triggered draining would cost a read that finds
+//! nothing after each; and streams that take descriptors, where a read
+//! that brings some ends at their bytes, short or not.
 
 mod accept;
 mod conns;
@@ -56,7 +60,7 @@ mod upgrade;
 mod watchdog;
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -75,7 +79,7 @@ use crate::ctl::{Framer, World};
 use crate::error::Error;
 use crate::handler::{Echo, Handler};
 use crate::stats::{SharedStats, Stats};
-use crate::sys::SocketFile;
+use crate::sys::{self, SocketFile};
 use conns::Connections;
 use dgram::Dgram;
 use listen::{listen, Listening};
@@ -223,13 +227,23 @@ impl<H: Handler<M>, M> Server<H, M> {
         let poll = Poll::new().map_err(|e| Error::io("create", target("poll"), e))?;
         let waker = Waker::new(poll.registry(), WAKER)
             .map_err(|e| Error::io("create", target("waker"), e))?;
-        poll.registry()
-            .register(
+        let registry = poll.registry();
+        match config.socket_type {
+            // Level-triggered, read once a readiness (see `dgram`).
+            SocketType::Dgram => sys::epoll_level(
+                registry.as_fd(),
+                socket.as_fd(),
+                ENDPOINT.0,
+                (true, false),
+                true,
+            ),
+            _ => registry.register(
                 &mut SourceFd(&socket.as_raw_fd()),
                 ENDPOINT,
                 Interest::READABLE,
-            )
-            .map_err(|e| Error::io("register", target("the socket"), e))?;
+            ),
+        }
+        .map_err(|e| Error::io("register", target("the socket"), e))?;
         let metrics = match (metrics, &config.metrics) {
             (Some((socket, file)), _) => {
                 Some(Metrics::adopt(socket, file, &config, poll.registry())?)
@@ -507,7 +521,7 @@ impl<S> Endpoint<S> {
     {
         match self {
             Endpoint::Connections(c) => c.turn(core, registry, now),
-            Endpoint::Datagrams(d) => d.turn(core, now),
+            Endpoint::Datagrams(d) => d.turn(core, registry, now),
         }
     }
 

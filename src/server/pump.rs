@@ -181,6 +181,10 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
             if !limits.messages && n < scratch.len() && !entry.read_closed {
                 entry.readable = false; // a short read drained the socket
             }
+            if limits.messages {
+                // One message a readiness: the level says if more wait.
+                entry.readable = false;
+            }
             entry
                 .conn
                 .handle_read(id, &scratch[..n], now, limits, handler, spares, ctl)
