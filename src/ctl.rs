@@ -32,34 +32,74 @@ pub(crate) enum Owner {
     Server { token: u64 },
 }
 
-/// What the server knows of one slab slot, for pushes.
+/// What the server knows of one slab slot, for pushes: two words, since
+/// every connection has one (its two flags ride in the top bits of the
+/// serial, which no count of connections reaches).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    /// The connection's serial; 0 while the slot is free.
+    /// The serial of the connection in the slot, or of the last one (0:
+    /// never used), with [`OPEN`] set while it is open (kept after it
+    /// closes, so that its entry, until reaped, has an id without a copy)
+    /// and [`FULL`] set when a push was refused for being over the limit:
+    /// tell the handler when the output has drained.
     serial: u64,
     /// Bytes of output not yet written (as of the last flush, plus what
     /// was pushed since).
     pending: usize,
-    /// A push was refused for being over the limit: tell the handler when
-    /// the output has drained.
-    full: bool,
-    /// The handler's timers of this connection, cancelled when it closes.
-    /// Boxed: one word per slot for the connections that set none (most),
-    /// and kept with the slot, so a reused slot reuses its allocation.
-    // Box<Vec>, not Vec: one word instead of three in every slot.
-    #[allow(clippy::box_collection)]
-    timers: Option<Box<Vec<TimerId>>>,
+}
+
+/// [`Slot::serial`]'s flag: the connection is open.
+const OPEN: u64 = 1 << 63;
+/// [`Slot::serial`]'s flag: a push was refused, `drained` is owed.
+const FULL: u64 = 1 << 62;
+
+impl Slot {
+    /// Whether `id`'s connection is the one open in this slot.
+    #[inline]
+    fn holds(&self, id: ConnId) -> bool {
+        self.serial & !FULL == id.serial | OPEN
+    }
+
+    /// The serial alone.
+    #[inline]
+    fn serial(&self) -> u64 {
+        self.serial & !(OPEN | FULL)
+    }
+
+    /// Whether a push was refused since the output last drained.
+    #[inline]
+    fn full(&self) -> bool {
+        self.serial & FULL != 0
+    }
+
+    /// Notes a refused push (`drained` is owed), or that it was told.
+    fn set_full(&mut self, full: bool) {
+        self.serial = self.serial & !FULL | if full { FULL } else { 0 };
+    }
 }
 
 /// The push-side view of every connection slot, indexed by slab key.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
     slots: Vec<Slot>,
+    /// The handler's timers of the connection in each slot, cancelled
+    /// when it closes; only as long as the highest slot that set one.
+    /// Boxed: one word per slot for the connections that set none (most),
+    /// and kept with the slot, so a reused slot reuses its allocation.
+    // Box<Vec>, not Vec: one word instead of three in every slot.
+    #[allow(clippy::box_collection)]
+    timers: Vec<Option<Box<Vec<TimerId>>>>,
     /// Serial of the last connection opened (serials start at 1).
     last_serial: u64,
 }
 
 impl Peers {
+    /// Reserves room for `n` slots (address space: untouched, it is not
+    /// resident).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.slots.reserve_exact(n);
+    }
+
     /// A connection opens in slot `key`: its id.
     pub(crate) fn open(&mut self, key: usize) -> ConnId {
         if self.slots.len() <= key {
@@ -67,21 +107,31 @@ impl Peers {
         }
         self.last_serial += 1;
         let slot = &mut self.slots[key];
-        slot.serial = self.last_serial;
+        slot.serial = self.last_serial | OPEN;
         slot.pending = 0;
-        slot.full = false;
         ConnId {
             key,
             serial: self.last_serial,
         }
     }
 
+    /// The id of the connection that has slot `key`, or had it last (the
+    /// server asks only for slots whose connection it still holds).
+    #[inline]
+    pub(crate) fn id(&self, key: usize) -> ConnId {
+        ConnId {
+            key,
+            serial: self.slots.get(key).map_or(0, Slot::serial),
+        }
+    }
+
     /// The connection `id` closed: its slot is free, and the timers its
     /// handler set are cancelled (they never fire, and cost nothing).
     pub(crate) fn close(&mut self, id: ConnId, timers: &mut Timers<Owner>) {
-        if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.serial == id.serial) {
-            slot.serial = 0;
-            for t in slot.timers.iter_mut().flat_map(|list| list.drain(..)) {
+        if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.holds(id)) {
+            slot.serial &= !OPEN;
+            let list = self.timers.get_mut(id.key).and_then(Option::as_mut);
+            for t in list.into_iter().flat_map(|list| list.drain(..)) {
                 timers.cancel_id(t);
             }
         }
@@ -90,9 +140,7 @@ impl Peers {
     /// The slot of `id`, if that connection is still open (and not being
     /// disconnected).
     fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.key)
-            .filter(|s| s.serial == id.serial && s.serial != 0)
+        self.slots.get_mut(id.key).filter(|s| s.holds(id))
     }
 
     /// The output of the connection in slot `key` (open: the caller holds
@@ -105,7 +153,7 @@ impl Peers {
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.pending = pending;
-                slot.full && Self::drained(slot, low_water)
+                slot.full() && Self::drained(slot, low_water)
             }
             None => false,
         }
@@ -115,22 +163,35 @@ impl Peers {
     fn drained(slot: &mut Slot, low_water: usize) -> bool {
         let drained = slot.pending <= low_water;
         if drained {
-            slot.full = false;
+            slot.set_full(false);
         }
         drained
     }
 
     /// A handler timer of `id` fired: it is no longer the connection's.
     pub(crate) fn timer_fired(&mut self, id: ConnId, timer: TimerId) -> bool {
-        let Some(slot) = self.get_mut(id) else {
+        if self.get_mut(id).is_none() {
             return false;
-        };
-        if let Some(list) = slot.timers.as_mut() {
+        }
+        if let Some(list) = self.timers.get_mut(id.key).and_then(Option::as_mut) {
             if let Some(i) = list.iter().position(|t| *t == timer) {
                 list.swap_remove(i);
             }
         }
         true
+    }
+
+    /// Notes `timer` as one of `id`'s, if it is open, to cancel it when
+    /// it closes.
+    fn add_timer(&mut self, id: ConnId, timer: TimerId) {
+        if self.get_mut(id).is_none() {
+            return;
+        }
+        if self.timers.len() <= id.key {
+            self.timers.resize_with(id.key + 1, || None);
+        }
+        let list = self.timers[id.key].get_or_insert_with(Box::default);
+        list.push(timer);
     }
 }
 
@@ -385,7 +446,7 @@ impl Ctl<'_> {
             .peers
             .slots
             .get(id.key)
-            .is_some_and(|s| s.serial == id.serial && s.serial != 0)
+            .is_some_and(|s| s.holds(id))
     }
 
     /// Bytes `id` has yet to write, or `None` if it is not open.
@@ -520,7 +581,7 @@ impl Ctl<'_> {
     /// [`Context`]: crate::Context
     pub(crate) fn refused(&mut self, id: ConnId) {
         if let Some(slot) = self.world.peers.get_mut(id) {
-            slot.full = true;
+            slot.set_full(true);
         }
     }
 
@@ -530,9 +591,7 @@ impl Ctl<'_> {
             .world
             .timers
             .insert(Owner::Conn { id, token }, deadline);
-        if let Some(slot) = self.world.peers.get_mut(id) {
-            slot.timers.get_or_insert_with(Box::default).push(timer);
-        }
+        self.world.peers.add_timer(id, timer);
         timer
     }
 
@@ -550,7 +609,7 @@ impl Ctl<'_> {
         }
         let after = slot.pending + payload.len() + overhead;
         if after > framer.max_buffer {
-            slot.full = true;
+            slot.set_full(true);
             return Err(SendError::Full {
                 pending: slot.pending,
                 limit: framer.max_buffer,
