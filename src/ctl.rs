@@ -33,37 +33,40 @@ pub(crate) enum Owner {
 }
 
 /// What the server knows of one slab slot, for pushes: two words, since
-/// every connection has one (its two flags ride in the top bits of the
-/// serial, which no count of connections reaches).
+/// every connection has one (its two flags ride in the low bits of the
+/// serial's word: no count of connections reaches 2^62).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
     /// The serial of the connection in the slot, or of the last one (0:
-    /// never used), with [`OPEN`] set while it is open (kept after it
-    /// closes, so that its entry, until reaped, has an id without a copy)
-    /// and [`FULL`] set when a push was refused for being over the limit:
-    /// tell the handler when the output has drained.
+    /// never used), shifted by [`FLAGS`], with [`OPEN`] set while it is
+    /// open (the serial is kept after it closes, so that its entry, until
+    /// reaped, has an id without a copy) and [`FULL`] set when a push was
+    /// refused for being over the limit: tell the handler when the output
+    /// has drained.
     serial: u64,
     /// Bytes of output not yet written (as of the last flush, plus what
     /// was pushed since).
     pending: usize,
 }
 
+/// Bits of [`Slot::serial`] below the serial.
+const FLAGS: u32 = 2;
 /// [`Slot::serial`]'s flag: the connection is open.
-const OPEN: u64 = 1 << 63;
+const OPEN: u64 = 1;
 /// [`Slot::serial`]'s flag: a push was refused, `drained` is owed.
-const FULL: u64 = 1 << 62;
+const FULL: u64 = 1 << 1;
 
 impl Slot {
     /// Whether `id`'s connection is the one open in this slot.
     #[inline]
     fn holds(&self, id: ConnId) -> bool {
-        self.serial & !FULL == id.serial | OPEN
+        self.serial & !FULL == (id.serial << FLAGS | OPEN)
     }
 
     /// The serial alone.
-    #[inline]
+    #[inline(always)]
     fn serial(&self) -> u64 {
-        self.serial & !(OPEN | FULL)
+        self.serial >> FLAGS
     }
 
     /// Whether a push was refused since the output last drained.
@@ -107,7 +110,7 @@ impl Peers {
         }
         self.last_serial += 1;
         let slot = &mut self.slots[key];
-        slot.serial = self.last_serial | OPEN;
+        slot.serial = self.last_serial << FLAGS | OPEN;
         slot.pending = 0;
         ConnId {
             key,
@@ -117,7 +120,7 @@ impl Peers {
 
     /// The id of the connection that has slot `key`, or had it last (the
     /// server asks only for slots whose connection it still holds).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn id(&self, key: usize) -> ConnId {
         ConnId {
             key,

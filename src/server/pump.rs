@@ -15,7 +15,7 @@ use super::conns::{Connections, Entry, Marks};
 use super::{Core, FIRST_CONN};
 use crate::conn::Wants;
 use crate::ctl::Owner;
-use crate::handler::{ConnId, Handler};
+use crate::handler::Handler;
 use crate::sys;
 use crate::timers::{TimerKey, Timers};
 
@@ -36,7 +36,6 @@ impl<S> Connections<S> {
         let Some(entry) = self.slab.get_mut(key) else {
             return;
         };
-        let id = core.world.peers.id(key);
         for _ in 0..READS_PER_TURN {
             if !entry.marks.has(Marks::READABLE) || !entry.conn.wants_read(&core.limits) {
                 break;
@@ -44,8 +43,8 @@ impl<S> Connections<S> {
             // Two copies of the read: with `--max-fds 0` the one without
             // a trace of descriptors.
             let stop = match core.limits.max_fds {
-                0 => read_once::<H, M, false>(entry, id, core, now),
-                _ => read_once::<H, M, true>(entry, id, core, now),
+                0 => read_once::<H, M, false>(entry, key, core, now),
+                _ => read_once::<H, M, true>(entry, key, core, now),
             }
             .is_break();
             flush_entry(entry, core, now);
@@ -152,10 +151,11 @@ fn set_deadline(
 #[inline]
 fn read_once<H: Handler<M>, M, const FDS: bool>(
     entry: &mut Entry<H::State>,
-    id: ConnId,
+    key: usize,
     core: &mut Core<H, M>,
     now: Instant,
 ) -> ControlFlow<()> {
+    let id = core.world.peers.id(key);
     let Core {
         handler,
         config,
