@@ -677,7 +677,7 @@ impl<S> Conn<S> {
 
 /// The peer's credentials and the descriptors waiting for the next frame,
 /// from a connection's [`Extra`], if it has one.
-#[inline]
+#[inline(always)]
 fn split(extra: &mut Option<Box<Extra>>) -> (Option<PeerCred>, Option<&mut Vec<OwnedFd>>) {
     match extra.as_deref_mut() {
         Some(extra) => (extra.peer, extra.fds_in.as_mut()),

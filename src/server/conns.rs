@@ -98,6 +98,12 @@ impl Marks {
         self.0 & mark != 0
     }
 
+    /// Sets `mark` if `when` (else leaves it as it was).
+    #[inline]
+    pub(super) fn add(&mut self, mark: u8, when: bool) {
+        self.0 |= u8::from(when) * mark;
+    }
+
     /// Sets or clears `mark`.
     #[inline]
     pub(super) fn set(&mut self, mark: u8, on: bool) {
@@ -219,12 +225,8 @@ impl<S> Connections<S> {
             return; // stale: the connection closed in this batch
         };
         let read_closed = event.is_read_closed() || event.is_error();
-        if event.is_readable() || read_closed {
-            entry.marks.set(Marks::READABLE, true);
-        }
-        if read_closed {
-            entry.marks.set(Marks::READ_CLOSED, true);
-        }
+        entry.marks.add(Marks::READABLE, event.is_readable() || read_closed);
+        entry.marks.add(Marks::READ_CLOSED, read_closed);
         if event.is_writable() {
             self.flush(key, core, now);
         }
