@@ -225,7 +225,9 @@ impl<S> Connections<S> {
             return; // stale: the connection closed in this batch
         };
         let read_closed = event.is_read_closed() || event.is_error();
-        entry.marks.add(Marks::READABLE, event.is_readable() || read_closed);
+        entry
+            .marks
+            .add(Marks::READABLE, event.is_readable() || read_closed);
         entry.marks.add(Marks::READ_CLOSED, read_closed);
         if event.is_writable() {
             self.flush(key, core, now);
@@ -299,13 +301,16 @@ impl<S> Connections<S> {
                 let Some(entry) = self.slab.get_mut(key) else {
                     return; // cannot happen: a closing connection cancels it
                 };
-                self.deadlines[key] = None;
+                if let Some(timer) = self.deadlines.get_mut(key) {
+                    *timer = None; // fired: no longer in the heap
+                }
                 entry
                     .conn
                     .handle_timeout(now, &core.limits, &mut core.spares);
                 self.settle(key, core, registry);
             }
-            Owner::Conn { id, token } => {
+            Owner::Conn { key, serial, token } => {
+                let id = Owner::conn_id(key, serial);
                 // Only while open: a closed connection's timers are gone.
                 if core.world.peers.timer_fired(id, timer) {
                     self.callback(
@@ -596,5 +601,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<Conn<()>>(), 96);
         assert_eq!(std::mem::size_of::<Entry<()>>(), 104);
         assert_eq!(std::mem::size_of::<Slot>(), 16);
+        // With --idle-timeout, each has a timer too.
+        assert_eq!(std::mem::size_of::<Owner>(), 24);
     }
 }
