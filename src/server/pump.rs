@@ -106,7 +106,7 @@ impl<S> Connections<S> {
             Connections::mark_ready(&mut self.ready, entry, key);
         }
         let deadline = entry.conn.poll_timeout(&core.limits);
-        if deadline.is_some() || key < self.deadlines.len() {
+        if deadline.is_some() || self.deadlines.get(key).is_some_and(Option::is_some) {
             set_deadline(&mut self.deadlines, key, deadline, &mut core.world.timers);
         }
         // The push table follows the output; a push refused as full is
