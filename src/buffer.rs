@@ -271,6 +271,26 @@ mod tests {
     }
 
     #[test]
+    fn partial_grows_like_a_buffer_and_gives_its_memory_back() {
+        let mut spare = Vec::new();
+        let mut p = Partial::new();
+        p.push(b"abc", 10_000, &mut spare);
+        p.push(b"def", 10_000, &mut spare);
+        assert_eq!(p.as_slice(), b"abcdef");
+        assert_eq!(p.capacity(), MIN_ALLOC);
+        p.release(&mut spare);
+        assert!(p.is_empty());
+        assert_eq!(p.capacity(), 0);
+        assert_eq!(
+            spare.capacity(),
+            MIN_ALLOC,
+            "the allocation went to the spare"
+        );
+        p.push(b"x", 10_000, &mut spare);
+        assert_eq!(spare.capacity(), 0, "and came back");
+    }
+
+    #[test]
     fn huge_allocations_are_not_kept_as_spare() {
         let mut spare = Vec::new();
         let mut b = Buffer::new();
