@@ -94,33 +94,7 @@ impl Buffer {
     /// twice what it would allocate itself), so a big spare never inflates
     /// a small buffer.
     pub fn push(&mut self, data: &[u8], limit: usize, spare: &mut Vec<u8>) {
-        if data.is_empty() {
-            return;
-        }
-        let needed = self.len() + data.len();
-        let fits = spare.capacity() <= limit && spare.capacity() / 2 <= needed.max(MIN_ALLOC);
-        if self.bytes.capacity() == 0 && spare.capacity() != 0 && fits {
-            std::mem::swap(&mut self.bytes, spare);
-            self.bytes.clear();
-        }
-        if needed > self.bytes.capacity() - self.start {
-            // Reclaim the consumed front before asking for more memory.
-            let held = self.len();
-            self.bytes.drain(..self.start);
-            self.start = 0;
-            if needed > self.bytes.capacity() {
-                let target = if needed <= limit {
-                    (self.bytes.capacity() * 2)
-                        .max(MIN_ALLOC)
-                        .min(limit)
-                        .max(needed)
-                } else {
-                    needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
-                };
-                self.bytes.reserve_exact(target - self.bytes.len());
-            }
-        }
-        self.bytes.extend_from_slice(data);
+        self.start = append(&mut self.bytes, self.start, data, limit, spare);
     }
 
     /// Gives back capacity past `limit` once the bytes held fit under it
@@ -147,6 +121,97 @@ impl Buffer {
     pub fn release(&mut self, spare: &mut Vec<u8>) {
         let mut bytes = std::mem::take(&mut self.bytes);
         self.start = 0;
+        if bytes.capacity() > spare.capacity() && bytes.capacity() <= SPARE_MAX {
+            bytes.clear();
+            *spare = bytes;
+        }
+    }
+}
+
+/// Appends `data` to `bytes`, of which the first `start` are consumed,
+/// growing as [`Buffer::push`] documents; returns the new `start` (0 once
+/// the consumed front was reclaimed).
+#[inline(always)]
+fn append(
+    bytes: &mut Vec<u8>,
+    mut start: usize,
+    data: &[u8],
+    limit: usize,
+    spare: &mut Vec<u8>,
+) -> usize {
+    if data.is_empty() {
+        return start;
+    }
+    let held = bytes.len() - start;
+    let needed = held + data.len();
+    let fits = spare.capacity() <= limit && spare.capacity() / 2 <= needed.max(MIN_ALLOC);
+    if bytes.capacity() == 0 && spare.capacity() != 0 && fits {
+        std::mem::swap(bytes, spare);
+        bytes.clear();
+    }
+    if needed > bytes.capacity() - start {
+        // Reclaim the consumed front before asking for more memory.
+        bytes.drain(..start);
+        start = 0;
+        if needed > bytes.capacity() {
+            let target = if needed <= limit {
+                (bytes.capacity() * 2).max(MIN_ALLOC).min(limit).max(needed)
+            } else {
+                needed.saturating_add(OVERSHOOT.max(held.saturating_sub(limit)))
+            };
+            bytes.reserve_exact(target - bytes.len());
+        }
+    }
+    bytes.extend_from_slice(data);
+    start
+}
+
+/// A [`Buffer`] without the read cursor, one word smaller: appended to,
+/// then emptied whole. A decoder's partial frame is one (it is handed on
+/// complete, never consumed in part), kept in every connection.
+///
+/// Invariant: an empty one has capacity 0 unless it was just handed a
+/// spare.
+#[derive(Debug, Default)]
+pub struct Partial {
+    bytes: Vec<u8>,
+}
+
+impl Partial {
+    /// An empty buffer; allocates nothing.
+    pub const fn new() -> Partial {
+        Partial { bytes: Vec::new() }
+    }
+
+    /// Number of bytes held.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Whether no bytes are held.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Bytes of heap memory held.
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// The bytes held.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Appends `data`, growing as [`Buffer::push`] does.
+    pub fn push(&mut self, data: &[u8], limit: usize, spare: &mut Vec<u8>) {
+        append(&mut self.bytes, 0, data, limit, spare);
+    }
+
+    /// Empties the buffer and gives back its allocation, as
+    /// [`Buffer::release`] does.
+    pub fn release(&mut self, spare: &mut Vec<u8>) {
+        let mut bytes = std::mem::take(&mut self.bytes);
         if bytes.capacity() > spare.capacity() && bytes.capacity() <= SPARE_MAX {
             bytes.clear();
             *spare = bytes;
@@ -203,6 +268,26 @@ mod tests {
         b.consume(4, &mut spare);
         b.push(b"ghijkl", 8, &mut spare);
         assert_eq!(b.as_slice(), b"efghijkl");
+    }
+
+    #[test]
+    fn partial_grows_like_a_buffer_and_gives_its_memory_back() {
+        let mut spare = Vec::new();
+        let mut p = Partial::new();
+        p.push(b"abc", 10_000, &mut spare);
+        p.push(b"def", 10_000, &mut spare);
+        assert_eq!(p.as_slice(), b"abcdef");
+        assert_eq!(p.capacity(), MIN_ALLOC);
+        p.release(&mut spare);
+        assert!(p.is_empty());
+        assert_eq!(p.capacity(), 0);
+        assert_eq!(
+            spare.capacity(),
+            MIN_ALLOC,
+            "the allocation went to the spare"
+        );
+        p.push(b"x", 10_000, &mut spare);
+        assert_eq!(spare.capacity(), 0, "and came back");
     }
 
     #[test]

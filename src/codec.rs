@@ -33,7 +33,7 @@
 
 use std::fmt;
 
-use crate::buffer::Buffer;
+use crate::buffer::Partial;
 use crate::config::Framing;
 
 /// Length of the `length` framing's header.
@@ -129,10 +129,7 @@ pub enum Eof {
 pub struct Decoder {
     framing: Framing,
     max_frame: usize,
-    /// The partial frame. Invariant (line): holds no `\n`, at most
-    /// `max_frame` bytes. Invariant (length): fewer bytes than the frame's
-    /// header plus announced payload, and that payload is <= `max_frame`.
-    partial: Buffer,
+    state: DecodeState,
 }
 
 impl Decoder {
@@ -141,29 +138,25 @@ impl Decoder {
         Decoder {
             framing,
             max_frame,
-            partial: Buffer::new(),
+            state: DecodeState::new(),
         }
     }
 
     /// Bytes held for a partial frame.
     pub fn buffered(&self) -> usize {
-        self.partial.len()
+        self.state.buffered()
     }
 
     /// Bytes of heap memory held.
     pub fn capacity(&self) -> usize {
-        self.partial.capacity()
+        self.state.capacity()
     }
 
     /// The most bytes a partial frame may hold, a line's `\n` or a length
     /// frame's header included: the bound on [`buffered`](Self::buffered)
     /// and on [`capacity`](Self::capacity).
     pub fn limit(&self) -> usize {
-        match self.framing {
-            Framing::Raw => 0,
-            Framing::Line => self.max_frame.saturating_add(1),
-            Framing::Length => self.max_frame.saturating_add(HEADER_LEN),
-        }
+        limit(self.framing, self.max_frame)
     }
 
     /// Feeds `data`; calls `sink` with each complete frame, in order.
@@ -178,7 +171,99 @@ impl Decoder {
     where
         F: FnMut(Frame<'_>) -> bool,
     {
-        match self.framing {
+        self.state
+            .decode(self.framing, self.max_frame, data, spare, sink)
+    }
+
+    /// Ends the input: a `line` tail without `\n` is delivered as a frame;
+    /// a partial `length` frame is dropped and reported.
+    pub fn decode_eof<F>(&mut self, spare: &mut Vec<u8>, sink: F) -> Eof
+    where
+        F: FnMut(Frame<'_>) -> bool,
+    {
+        self.state.decode_eof(self.framing, spare, sink)
+    }
+
+    /// Gives the partial frame's memory back (the connection is closing).
+    pub fn clear(&mut self, spare: &mut Vec<u8>) {
+        self.state.clear(spare);
+    }
+}
+
+/// A [`Decoder`] without its settings: only the partial frame. The framing
+/// and the limit are passed to each call instead, so that a server, whose
+/// connections all share them, does not keep a copy in every connection.
+/// Every call must pass the same settings.
+///
+/// # Examples
+///
+/// ```
+/// use uds_reactor::codec::DecodeState;
+/// use uds_reactor::Framing;
+///
+/// let mut d = DecodeState::new();
+/// let mut spare = Vec::new();
+/// let mut frames = Vec::new();
+/// d.decode(Framing::Line, 1024, b"hel", &mut spare, |f| { frames.push(f.wire().to_vec()); true }).unwrap();
+/// d.decode(Framing::Line, 1024, b"lo\n", &mut spare, |f| { frames.push(f.wire().to_vec()); true }).unwrap();
+/// assert_eq!(frames, [b"hello\n".to_vec()]);
+/// ```
+#[derive(Debug, Default)]
+pub struct DecodeState {
+    /// The partial frame. Invariant (line): holds no `\n`, at most
+    /// `max_frame` bytes. Invariant (length): fewer bytes than the frame's
+    /// header plus announced payload, and that payload is <= `max_frame`.
+    partial: Partial,
+}
+
+/// The most bytes a partial frame may hold in `framing` (see
+/// [`Decoder::limit`]).
+fn limit(framing: Framing, max_frame: usize) -> usize {
+    match framing {
+        Framing::Raw => 0,
+        Framing::Line => max_frame.saturating_add(1),
+        Framing::Length => max_frame.saturating_add(HEADER_LEN),
+    }
+}
+
+impl DecodeState {
+    /// Nothing pending; allocates nothing.
+    pub const fn new() -> DecodeState {
+        DecodeState {
+            partial: Partial::new(),
+        }
+    }
+
+    /// Bytes held for a partial frame.
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Bytes of heap memory held.
+    pub fn capacity(&self) -> usize {
+        self.partial.capacity()
+    }
+
+    /// As [`Decoder::decode`], for `framing` and `max_frame`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Decoder::decode`].
+    // Inlined: `raw`, the default, is a call of the sink; the framings
+    // that buffer stay out of line.
+    #[inline(always)]
+    pub fn decode<F>(
+        &mut self,
+        framing: Framing,
+        max_frame: usize,
+        data: &[u8],
+        spare: &mut Vec<u8>,
+        sink: F,
+    ) -> Result<(), FrameError>
+    where
+        F: FnMut(Frame<'_>) -> bool,
+    {
+        match framing {
             Framing::Raw => {
                 let mut sink = sink;
                 if !data.is_empty() {
@@ -186,19 +271,18 @@ impl Decoder {
                 }
                 Ok(())
             }
-            Framing::Line => self.decode_lines(data, spare, sink),
-            Framing::Length => self.decode_lengths(data, spare, sink),
+            Framing::Line => self.decode_lines(max_frame, data, spare, sink),
+            Framing::Length => self.decode_lengths(max_frame, data, spare, sink),
         }
     }
 
-    /// Ends the input: a `line` tail without `\n` is delivered as a frame;
-    /// a partial `length` frame is dropped and reported.
-    pub fn decode_eof<F>(&mut self, spare: &mut Vec<u8>, mut sink: F) -> Eof
+    /// As [`Decoder::decode_eof`], for `framing`.
+    pub fn decode_eof<F>(&mut self, framing: Framing, spare: &mut Vec<u8>, mut sink: F) -> Eof
     where
         F: FnMut(Frame<'_>) -> bool,
     {
         let pending = self.partial.len();
-        let eof = match self.framing {
+        let eof = match framing {
             Framing::Raw => Eof::Clean,
             Framing::Line => {
                 if pending > 0 {
@@ -217,9 +301,10 @@ impl Decoder {
     pub fn clear(&mut self, spare: &mut Vec<u8>) {
         self.partial.release(spare);
     }
-
+    #[inline(never)]
     fn decode_lines<F>(
         &mut self,
+        max: usize,
         mut data: &[u8],
         spare: &mut Vec<u8>,
         mut sink: F,
@@ -227,7 +312,6 @@ impl Decoder {
     where
         F: FnMut(Frame<'_>) -> bool,
     {
-        let max = self.max_frame;
         let too_large = |len: usize| FrameError::TooLarge {
             len: len as u64,
             max,
@@ -239,13 +323,14 @@ impl Decoder {
                 if have + data.len() > max {
                     return Err(too_large(have + data.len()));
                 }
-                self.partial.push(data, self.limit(), spare);
+                self.partial.push(data, limit(Framing::Line, max), spare);
                 return Ok(());
             };
             if have + i > max {
                 return Err(too_large(have + i));
             }
-            self.partial.push(&data[..=i], self.limit(), spare);
+            self.partial
+                .push(&data[..=i], limit(Framing::Line, max), spare);
             let go_on = sink(line(self.partial.as_slice()));
             self.partial.release(spare);
             data = &data[i + 1..];
@@ -268,12 +353,14 @@ impl Decoder {
         if rest.len() > max {
             return Err(too_large(rest.len()));
         }
-        self.partial.push(rest, self.limit(), spare);
+        self.partial.push(rest, limit(Framing::Line, max), spare);
         Ok(())
     }
 
+    #[inline(never)]
     fn decode_lengths<F>(
         &mut self,
+        max: usize,
         mut data: &[u8],
         spare: &mut Vec<u8>,
         mut sink: F,
@@ -286,15 +373,17 @@ impl Decoder {
             let have = self.partial.len();
             if have < HEADER_LEN {
                 let take = (HEADER_LEN - have).min(data.len());
-                self.partial.push(&data[..take], self.limit(), spare);
+                self.partial
+                    .push(&data[..take], limit(Framing::Length, max), spare);
                 data = &data[take..];
                 if self.partial.len() < HEADER_LEN {
                     return Ok(());
                 }
             }
-            let total = HEADER_LEN + self.announced(self.partial.as_slice())?;
+            let total = HEADER_LEN + announced(self.partial.as_slice(), max)?;
             let take = (total - self.partial.len()).min(data.len());
-            self.partial.push(&data[..take], self.limit(), spare);
+            self.partial
+                .push(&data[..take], limit(Framing::Length, max), spare);
             data = &data[take..];
             if self.partial.len() < total {
                 return Ok(());
@@ -307,7 +396,7 @@ impl Decoder {
         }
         // Whole frames straight from `data`; only the tail is copied.
         while data.len() >= HEADER_LEN {
-            let total = HEADER_LEN + self.announced(data)?;
+            let total = HEADER_LEN + announced(data, max)?;
             if data.len() < total {
                 break;
             }
@@ -316,21 +405,22 @@ impl Decoder {
             }
             data = &data[total..];
         }
-        self.partial.push(data, self.limit(), spare);
+        self.partial.push(data, limit(Framing::Length, max), spare);
         Ok(())
     }
+}
 
-    /// The payload length in the header at the start of `bytes`, checked.
-    fn announced(&self, bytes: &[u8]) -> Result<usize, FrameError> {
-        let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        if n as usize > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len: u64::from(n),
-                max: self.max_frame,
-            });
-        }
-        Ok(n as usize)
+/// The payload length in the `length` header at the start of `bytes`,
+/// checked against `max_frame`.
+fn announced(bytes: &[u8], max_frame: usize) -> Result<usize, FrameError> {
+    let n = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+    if n as usize > max_frame {
+        return Err(FrameError::TooLarge {
+            len: u64::from(n),
+            max: max_frame,
+        });
     }
+    Ok(n as usize)
 }
 
 /// A complete line, `\n` included.

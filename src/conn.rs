@@ -29,7 +29,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use crate::buffer::{Spares, READ_SIZE};
-use crate::codec::{Decoder, Eof, FrameError};
+use crate::codec::{DecodeState, Eof, FrameError};
 use crate::config::{Config, Framing, SocketType};
 use crate::ctl::Ctl;
 use crate::fds::Attached;
@@ -169,20 +169,28 @@ enum Phase {
 /// replies, and the decoder holds at most one partial frame.
 #[derive(Debug)]
 pub struct Conn<S> {
-    decoder: Decoder,
+    /// The partial frame; the framing and its limit are the [`Limits`]'.
+    decoder: DecodeState,
     /// Unsent output, and the descriptors attached to it.
     out: Output,
-    /// Descriptors received and not yet handed to a frame's callback
-    /// (they go with the next frame delivered); made on first use.
-    // Box<Vec>, not Vec: one word instead of three in every connection,
-    // and most never receive a descriptor.
-    #[allow(clippy::box_collection)]
-    fds_in: Option<Box<Vec<OwnedFd>>>,
+    /// What most connections never need, made on first use.
+    extra: Option<Box<Extra>>,
     state: S,
-    peer: Option<PeerCred>,
     /// Last traffic either way (or when closing began).
     last_active: Instant,
     phase: Phase,
+}
+
+/// The parts of a [`Conn`] that most connections never use, boxed so that
+/// an idle connection carries one word for them instead of six.
+#[derive(Debug, Default)]
+struct Extra {
+    /// Descriptors received and not yet handed to a frame's callback
+    /// (they go with the next frame delivered); made on first use.
+    fds_in: Option<Vec<OwnedFd>>,
+    /// The peer's credentials, when the server asked for them.
+    peer: Option<PeerCred>,
+    /// Why it closed, if not by a normal end of input.
     reason: Option<CloseReason>,
 }
 
@@ -232,14 +240,17 @@ impl<S> Conn<S> {
         let state = handler.open(&mut cx);
         let (close, sent) = cx.outcome();
         let mut conn = Conn {
-            decoder: Decoder::new(limits.framing, limits.max_frame),
+            decoder: DecodeState::new(),
             out,
-            fds_in: None,
+            extra: peer.map(|peer| {
+                Box::new(Extra {
+                    peer: Some(peer),
+                    ..Extra::default()
+                })
+            }),
             state,
-            peer,
             last_active: now,
             phase: Phase::Open,
-            reason: None,
         };
         if close {
             conn.begin_close(CloseReason::Handler);
@@ -253,7 +264,7 @@ impl<S> Conn<S> {
 
     /// The peer's credentials.
     pub fn peer(&self) -> Option<PeerCred> {
-        self.peer
+        self.extra.as_ref().and_then(|extra| extra.peer)
     }
 
     /// One of the connection's timers fired ([`Handler::timer`]). Ignored
@@ -315,7 +326,7 @@ impl<S> Conn<S> {
         };
         let mut cx = context(
             id,
-            self.peer,
+            self.peer(),
             limits,
             &mut self.out,
             None,
@@ -347,7 +358,7 @@ impl<S> Conn<S> {
         }
         let mut cx = context(
             id,
-            self.peer,
+            self.peer(),
             limits,
             &mut self.out,
             None,
@@ -389,10 +400,10 @@ impl<S> Conn<S> {
         }
         self.last_active = now;
         let Spares { input, output } = spares;
-        let received = self.fds_in.as_deref_mut();
+        let (peer, received) = split(&mut self.extra);
         let mut delivery = Delivery::new(
             id,
-            self.peer,
+            peer,
             limits,
             &mut self.out,
             received,
@@ -400,16 +411,20 @@ impl<S> Conn<S> {
             ctl,
             Some(data),
         );
-        let result = self.decoder.decode(data, input, |frame| {
-            delivery.deliver(handler, &mut self.state, frame)
-        });
+        let result = self
+            .decoder
+            .decode(limits.framing, limits.max_frame, data, input, |frame| {
+                delivery.deliver(handler, &mut self.state, frame)
+            });
         let (mut tally, close) = (delivery.tally, delivery.close);
         tally.through = delivery.through;
         if let Err(e) = result {
             // The partial frame will never complete: do not hold it (up to
             // max_frame) while the output drains to a slow peer.
             self.decoder.clear(input);
-            self.fds_in = None;
+            if let Some(extra) = self.extra.as_deref_mut() {
+                extra.fds_in = None;
+            }
             self.begin_close(CloseReason::Frame(e));
         } else if close {
             self.begin_close(CloseReason::Handler);
@@ -430,7 +445,7 @@ impl<S> Conn<S> {
             fds.clear();
             return;
         }
-        let held = self.fds_in.get_or_insert_with(Box::default);
+        let held = self.extra().fds_in.get_or_insert_with(Vec::new);
         held.append(fds);
         if lost || held.len() > limits.max_fds {
             held.clear();
@@ -456,23 +471,15 @@ impl<S> Conn<S> {
         }
         self.phase = Phase::Eof;
         let Spares { input, output } = spares;
-        let received = self.fds_in.as_deref_mut();
-        let mut delivery = Delivery::new(
-            id,
-            self.peer,
-            limits,
-            &mut self.out,
-            received,
-            output,
-            ctl,
-            None,
-        );
-        let eof = self.decoder.decode_eof(input, |frame| {
+        let (peer, received) = split(&mut self.extra);
+        let mut delivery =
+            Delivery::new(id, peer, limits, &mut self.out, received, output, ctl, None);
+        let eof = self.decoder.decode_eof(limits.framing, input, |frame| {
             delivery.deliver(handler, &mut self.state, frame)
         });
         let (tally, close) = (delivery.tally, delivery.close);
         if let Eof::Dropped(n) = eof {
-            self.reason = Some(CloseReason::PartialAtEof(n));
+            self.extra().reason = Some(CloseReason::PartialAtEof(n));
         }
         if close {
             self.begin_close(CloseReason::Handler);
@@ -667,7 +674,7 @@ impl<S> Conn<S> {
 
     /// Why it closed, if not by a normal end of input.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.reason
+        self.extra.as_ref().and_then(|extra| extra.reason)
     }
 
     /// Bytes of unsent output.
@@ -684,7 +691,7 @@ impl<S> Conn<S> {
     /// else [`CloseReason::Shutdown`] if the server's stop closed it,
     /// else [`CloseReason::Eof`].
     pub fn end_reason(&self) -> CloseReason {
-        match self.reason {
+        match self.close_reason() {
             Some(reason) => reason,
             None if self.phase >= Phase::Closing => CloseReason::Shutdown,
             None => CloseReason::Eof,
@@ -706,7 +713,7 @@ impl<S> Conn<S> {
         self.decoder.clear(&mut spares.input);
         let closed = Closed {
             id,
-            peer: self.peer,
+            peer: self.peer(),
             reason: self.end_reason(),
         };
         handler.close(self.state, closed, ctl);
@@ -720,16 +727,32 @@ impl<S> Conn<S> {
     /// Stop reading; close once flushed.
     fn begin_close(&mut self, reason: CloseReason) {
         self.phase = self.phase.max(Phase::Closing);
-        self.reason.get_or_insert(reason);
+        self.extra().reason.get_or_insert(reason);
     }
 
     /// Done now; pending output is dropped.
     fn kill(&mut self, reason: CloseReason, spares: &mut Spares) {
         self.phase = Phase::Dead;
-        self.reason.get_or_insert(reason);
-        self.fds_in = None;
+        let extra = self.extra();
+        extra.reason.get_or_insert(reason);
+        extra.fds_in = None;
         self.out.bytes.release(&mut spares.output);
         self.out.fds = None;
         self.decoder.clear(&mut spares.input);
+    }
+
+    /// The rarely used parts, made now if need be.
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+}
+
+/// The peer's credentials and the descriptors waiting for the next frame,
+/// from a connection's [`Extra`], if it has one.
+#[inline(always)]
+fn split(extra: &mut Option<Box<Extra>>) -> (Option<PeerCred>, Option<&mut Vec<OwnedFd>>) {
+    match extra.as_deref_mut() {
+        Some(extra) => (extra.peer, extra.fds_in.as_mut()),
+        None => (None, None),
     }
 }

@@ -26,40 +26,106 @@ use crate::timers::{TimerId, Timers};
 pub(crate) enum Owner {
     /// The server's own deadline for connection `key` (idle, drain).
     Deadline(usize),
-    /// A handler timer of connection `id`, with the handler's token.
-    Conn { id: ConnId, token: u64 },
+    /// A handler timer of the connection whose id is `key` and `serial`
+    /// (kept flat, so that an owner is three words, not four: a timer is
+    /// 56 bytes, and with `--idle-timeout` every connection has one),
+    /// with the handler's token.
+    Conn { key: u32, serial: u64, token: u64 },
     /// A handler timer of the whole server, with the handler's token.
     Server { token: u64 },
 }
 
-/// What the server knows of one slab slot, for pushes.
+impl Owner {
+    /// A handler timer of connection `id`. Its slot fits in 32 bits:
+    /// every connection holds a descriptor, and descriptors are `int`s.
+    fn conn(id: ConnId, token: u64) -> Owner {
+        Owner::Conn {
+            key: u32::try_from(id.key).unwrap_or(u32::MAX),
+            serial: id.serial,
+            token,
+        }
+    }
+
+    /// The id of a [`Conn`](Owner::Conn) owner's connection.
+    pub(crate) fn conn_id(key: u32, serial: u64) -> ConnId {
+        ConnId {
+            key: key as usize,
+            serial,
+        }
+    }
+}
+
+/// What the server knows of one slab slot, for pushes: two words, since
+/// every connection has one (its two flags ride in the low bits of the
+/// serial's word: no count of connections reaches 2^62).
 #[derive(Debug, Default)]
 pub(crate) struct Slot {
-    /// The connection's serial; 0 while the slot is free.
+    /// The serial of the connection in the slot, or of the last one (0:
+    /// never used), shifted by [`FLAGS`], with [`OPEN`] set while it is
+    /// open (the serial is kept after it closes, so that its entry, until
+    /// reaped, has an id without a copy) and [`FULL`] set when a push was
+    /// refused for being over the limit: tell the handler when the output
+    /// has drained.
     serial: u64,
     /// Bytes of output not yet written (as of the last flush, plus what
     /// was pushed since).
     pending: usize,
-    /// A push was refused for being over the limit: tell the handler when
-    /// the output has drained.
-    full: bool,
-    /// The handler's timers of this connection, cancelled when it closes.
-    /// Boxed: one word per slot for the connections that set none (most),
-    /// and kept with the slot, so a reused slot reuses its allocation.
-    // Box<Vec>, not Vec: one word instead of three in every slot.
-    #[allow(clippy::box_collection)]
-    timers: Option<Box<Vec<TimerId>>>,
+}
+
+/// Bits of [`Slot::serial`] below the serial.
+const FLAGS: u32 = 2;
+/// [`Slot::serial`]'s flag: the connection is open.
+const OPEN: u64 = 1;
+/// [`Slot::serial`]'s flag: a push was refused, `drained` is owed.
+const FULL: u64 = 1 << 1;
+
+impl Slot {
+    /// Whether `id`'s connection is the one open in this slot.
+    #[inline]
+    fn holds(&self, id: ConnId) -> bool {
+        self.serial & !FULL == (id.serial << FLAGS | OPEN)
+    }
+
+    /// The serial alone.
+    #[inline(always)]
+    fn serial(&self) -> u64 {
+        self.serial >> FLAGS
+    }
+
+    /// Whether a push was refused since the output last drained.
+    #[inline]
+    fn full(&self) -> bool {
+        self.serial & FULL != 0
+    }
+
+    /// Notes a refused push (`drained` is owed), or that it was told.
+    fn set_full(&mut self, full: bool) {
+        self.serial = self.serial & !FULL | if full { FULL } else { 0 };
+    }
 }
 
 /// The push-side view of every connection slot, indexed by slab key.
 #[derive(Debug, Default)]
 pub(crate) struct Peers {
     slots: Vec<Slot>,
+    /// The handler's timers of the connection in each slot, cancelled
+    /// when it closes; only as long as the highest slot that set one.
+    /// Boxed: one word per slot for the connections that set none (most),
+    /// and kept with the slot, so a reused slot reuses its allocation.
+    // Box<Vec>, not Vec: one word instead of three in every slot.
+    #[allow(clippy::box_collection)]
+    timers: Vec<Option<Box<Vec<TimerId>>>>,
     /// Serial of the last connection opened (serials start at 1).
     last_serial: u64,
 }
 
 impl Peers {
+    /// Reserves room for `n` slots (address space: untouched, it is not
+    /// resident).
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.slots.reserve_exact(n);
+    }
+
     /// A connection opens in slot `key`: its id.
     pub(crate) fn open(&mut self, key: usize) -> ConnId {
         if self.slots.len() <= key {
@@ -67,21 +133,31 @@ impl Peers {
         }
         self.last_serial += 1;
         let slot = &mut self.slots[key];
-        slot.serial = self.last_serial;
+        slot.serial = self.last_serial << FLAGS | OPEN;
         slot.pending = 0;
-        slot.full = false;
         ConnId {
             key,
             serial: self.last_serial,
         }
     }
 
+    /// The id of the connection that has slot `key`, or had it last (the
+    /// server asks only for slots whose connection it still holds).
+    #[inline(always)]
+    pub(crate) fn id(&self, key: usize) -> ConnId {
+        ConnId {
+            key,
+            serial: self.slots.get(key).map_or(0, Slot::serial),
+        }
+    }
+
     /// The connection `id` closed: its slot is free, and the timers its
     /// handler set are cancelled (they never fire, and cost nothing).
     pub(crate) fn close(&mut self, id: ConnId, timers: &mut Timers<Owner>) {
-        if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.serial == id.serial) {
-            slot.serial = 0;
-            for t in slot.timers.iter_mut().flat_map(|list| list.drain(..)) {
+        if let Some(slot) = self.slots.get_mut(id.key).filter(|s| s.holds(id)) {
+            slot.serial &= !OPEN;
+            let list = self.timers.get_mut(id.key).and_then(Option::as_mut);
+            for t in list.into_iter().flat_map(|list| list.drain(..)) {
                 timers.cancel_id(t);
             }
         }
@@ -90,9 +166,7 @@ impl Peers {
     /// The slot of `id`, if that connection is still open (and not being
     /// disconnected).
     fn get_mut(&mut self, id: ConnId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.key)
-            .filter(|s| s.serial == id.serial && s.serial != 0)
+        self.slots.get_mut(id.key).filter(|s| s.holds(id))
     }
 
     /// The output of the connection in slot `key` (open: the caller holds
@@ -105,7 +179,7 @@ impl Peers {
         match self.slots.get_mut(key) {
             Some(slot) => {
                 slot.pending = pending;
-                slot.full && Self::drained(slot, low_water)
+                slot.full() && Self::drained(slot, low_water)
             }
             None => false,
         }
@@ -115,22 +189,35 @@ impl Peers {
     fn drained(slot: &mut Slot, low_water: usize) -> bool {
         let drained = slot.pending <= low_water;
         if drained {
-            slot.full = false;
+            slot.set_full(false);
         }
         drained
     }
 
     /// A handler timer of `id` fired: it is no longer the connection's.
     pub(crate) fn timer_fired(&mut self, id: ConnId, timer: TimerId) -> bool {
-        let Some(slot) = self.get_mut(id) else {
+        if self.get_mut(id).is_none() {
             return false;
-        };
-        if let Some(list) = slot.timers.as_mut() {
+        }
+        if let Some(list) = self.timers.get_mut(id.key).and_then(Option::as_mut) {
             if let Some(i) = list.iter().position(|t| *t == timer) {
                 list.swap_remove(i);
             }
         }
         true
+    }
+
+    /// Notes `timer` as one of `id`'s, if it is open, to cancel it when
+    /// it closes.
+    fn add_timer(&mut self, id: ConnId, timer: TimerId) {
+        if self.get_mut(id).is_none() {
+            return;
+        }
+        if self.timers.len() <= id.key {
+            self.timers.resize_with(id.key + 1, || None);
+        }
+        let list = self.timers[id.key].get_or_insert_with(Box::default);
+        list.push(timer);
     }
 }
 
@@ -385,7 +472,7 @@ impl Ctl<'_> {
             .peers
             .slots
             .get(id.key)
-            .is_some_and(|s| s.serial == id.serial && s.serial != 0)
+            .is_some_and(|s| s.holds(id))
     }
 
     /// Bytes `id` has yet to write, or `None` if it is not open.
@@ -505,8 +592,10 @@ impl Ctl<'_> {
     /// belonged to a connection that closed is not).
     pub fn cancel_timer(&mut self, id: TimerId) -> bool {
         match self.world.timers.cancel_id(id) {
-            Some(Owner::Conn { id: conn, .. }) => {
-                self.world.peers.timer_fired(conn, id);
+            Some(Owner::Conn { key, serial, .. }) => {
+                self.world
+                    .peers
+                    .timer_fired(Owner::conn_id(key, serial), id);
                 true
             }
             Some(_) => true,
@@ -520,19 +609,14 @@ impl Ctl<'_> {
     /// [`Context`]: crate::Context
     pub(crate) fn refused(&mut self, id: ConnId) {
         if let Some(slot) = self.world.peers.get_mut(id) {
-            slot.full = true;
+            slot.set_full(true);
         }
     }
 
     /// Sets a timer of connection `id` (the current one, for a Context).
     pub(crate) fn set_conn_timer(&mut self, id: ConnId, deadline: Instant, token: u64) -> TimerId {
-        let timer = self
-            .world
-            .timers
-            .insert(Owner::Conn { id, token }, deadline);
-        if let Some(slot) = self.world.peers.get_mut(id) {
-            slot.timers.get_or_insert_with(Box::default).push(timer);
-        }
+        let timer = self.world.timers.insert(Owner::conn(id, token), deadline);
+        self.world.peers.add_timer(id, timer);
         timer
     }
 
@@ -550,7 +634,7 @@ impl Ctl<'_> {
         }
         let after = slot.pending + payload.len() + overhead;
         if after > framer.max_buffer {
-            slot.full = true;
+            slot.set_full(true);
             return Err(SendError::Full {
                 pending: slot.pending,
                 limit: framer.max_buffer,

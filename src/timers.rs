@@ -61,6 +61,18 @@ impl<T> Default for Timers<T> {
     }
 }
 
+impl<T> Timers<T> {
+    /// Reserves `bytes` of room for entries, and as much for their heap
+    /// places, for at most `max` timers (address space: untouched, it is
+    /// not resident).
+    pub(crate) fn reserve(&mut self, max: usize, bytes: usize) {
+        let entries = bytes / std::mem::size_of::<Entry<T>>();
+        self.entries.reserve_exact(entries.min(max));
+        let places = bytes / std::mem::size_of::<usize>();
+        self.heap.reserve_exact(places.min(max));
+    }
+}
+
 impl<T: Copy> Timers<T> {
     /// Makes sure `owner` is woken by `deadline`: sets a timer in `slot` if
     /// there is none, moves it earlier if it is later, else leaves it (a

@@ -126,7 +126,7 @@ impl<S> Connections<S> {
             ctl,
         );
         core.stats.frames_out += tally.frames_out;
-        vacant.insert(Entry::new(id, sock, conn));
+        vacant.insert(Entry::new(sock, conn));
         core.stats.accepted += 1;
         core.stats.open += 1;
         debug!("accepted {id} ({})", Who(peer));

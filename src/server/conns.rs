@@ -19,7 +19,7 @@ use super::logging::{RateLimited, Who};
 use super::{Core, ENDPOINT, FIRST_CONN};
 use crate::config::{Config, SocketType};
 use crate::conn::{CloseReason, Conn, Wants};
-use crate::ctl::{Owner, Push};
+use crate::ctl::{Owner, Push, Slot, World};
 use crate::handler::{ConnId, Handler};
 use crate::sys;
 use crate::timers::{TimerId, TimerKey};
@@ -28,48 +28,86 @@ use crate::timers::{TimerId, TimerKey};
 /// listener, poll, waker, signals, logging and the standard streams.
 const FD_RESERVE: u64 = 32;
 
+/// Bytes of each per-connection table (the slab, the push table, and with
+/// `--idle-timeout` the deadlines and the timer heap) reserved up front.
+/// Untouched, a reservation costs address space, not memory. Grown from
+/// nothing instead, a table leaves its early, smaller copies behind in the
+/// heap, resident for good (130 KiB, 13 B per connection at 10,000).
+/// Above malloc's threshold (128 KiB), a reservation is mapped apart from
+/// the heap and grows in place, with no copy left behind.
+const RESERVE_BYTES: usize = 256 << 10;
+
+/// How many `T`s fit in [`RESERVE_BYTES`], at most `max`.
+fn reserve<T>(max: usize) -> usize {
+    (RESERVE_BYTES / std::mem::size_of::<T>().max(1)).min(max)
+}
+
 /// One connection's slab entry: its socket, its state machine and what the
-/// loop knows of its readiness.
+/// loop knows of its readiness. Every open connection has one, idle or
+/// not, so it holds only what cannot live elsewhere: its id is the slab
+/// key and the push table's serial ([`Peers::id`]), its deadline timer is
+/// in [`Connections::deadlines`], and its flags share a byte ([`Marks`]).
+/// 104 bytes for the built-in echo (`Entry<()>`).
+///
+/// [`Peers::id`]: crate::ctl::Peers::id
 pub(super) struct Entry<S> {
-    /// The connection's id (its slab key and serial).
-    pub(super) id: ConnId,
     pub(super) sock: Socket,
     pub(super) conn: Conn<S>,
     /// Interest currently registered with the poller.
     pub(super) registered: Wants,
-    /// Input may be waiting: an edge was seen and not drained yet.
-    pub(super) readable: bool,
-    /// The peer shut down its side (RDHUP/HUP seen): a short read no longer
-    /// proves the socket drained, since the EOF behind the data brings no
-    /// new edge; read on until the zero-length read.
-    pub(super) read_closed: bool,
-    /// On the ready list already.
-    pub(super) queued: bool,
-    /// On the reap list already.
-    pub(super) reaping: bool,
-    /// The connection's deadline (idle or drain), if one is set.
-    pub(super) timer: Option<TimerKey>,
-    /// On the list of connections pushed to in this batch already.
-    pub(super) touched: bool,
+    /// What the loop knows of its readiness, and the lists it is on.
+    pub(super) marks: Marks,
 }
 
 impl<S> Entry<S> {
-    pub(super) fn new(id: ConnId, sock: Socket, conn: Conn<S>) -> Entry<S> {
+    pub(super) fn new(sock: Socket, conn: Conn<S>) -> Entry<S> {
         Entry {
-            id,
             sock,
             conn,
             registered: Wants {
                 read: true,
                 write: false,
             },
-            readable: false,
-            read_closed: false,
-            queued: false,
-            reaping: false,
-            timer: None,
-            touched: false,
+            marks: Marks(0),
         }
+    }
+}
+
+/// What the loop knows of an entry's readiness and the lists it is on
+/// (ready, reap, touched), as bits of one byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Marks(u8);
+
+impl Marks {
+    /// Input may be waiting: an edge was seen and not drained yet.
+    pub(super) const READABLE: u8 = 1;
+    /// The peer shut down its side (RDHUP/HUP seen): a short read no
+    /// longer proves the socket drained, since the EOF behind the data
+    /// brings no new edge; read on until the zero-length read.
+    pub(super) const READ_CLOSED: u8 = 1 << 1;
+    /// On the ready list.
+    pub(super) const QUEUED: u8 = 1 << 2;
+    /// On the reap list.
+    pub(super) const REAPING: u8 = 1 << 3;
+    /// On the list of connections pushed to in this batch.
+    pub(super) const TOUCHED: u8 = 1 << 4;
+
+    /// Whether `mark` is set.
+    #[inline]
+    pub(super) fn has(self, mark: u8) -> bool {
+        self.0 & mark != 0
+    }
+
+    /// Sets `mark` if `when` (else leaves it as it was).
+    #[inline]
+    pub(super) fn add(&mut self, mark: u8, when: bool) {
+        self.0 |= u8::from(when) * mark;
+    }
+
+    /// Sets or clears `mark`.
+    #[inline]
+    pub(super) fn set(&mut self, mark: u8, on: bool) {
+        self.0 = (self.0 & !mark) | if on { mark } else { 0 };
     }
 }
 
@@ -78,6 +116,10 @@ pub(super) struct Connections<S> {
     /// `None` once shutdown began (or an upgrade handed it over).
     pub(super) listener: Option<Socket>,
     pub(super) slab: Slab<Entry<S>>,
+    /// Each connection's deadline timer (idle or drain), by slab key; only
+    /// as long as the highest key that had one, so that without
+    /// `--idle-timeout` an idle connection pays nothing for it.
+    pub(super) deadlines: Vec<Option<TimerKey>>,
     /// Connections with readiness left over (slab keys).
     pub(super) ready: Vec<usize>,
     /// Finished connections to close after the batch (slab keys).
@@ -99,25 +141,34 @@ pub(super) struct Connections<S> {
 }
 
 impl<S> Connections<S> {
-    /// The endpoint for `listener`, already registered as [`ENDPOINT`].
-    pub(super) fn new(listener: Socket, config: &Config) -> Connections<S> {
+    /// The endpoint for `listener`, already registered as [`ENDPOINT`];
+    /// its tables, and `world`'s, get their room reserved.
+    pub(super) fn new(listener: Socket, config: &Config, world: &mut World) -> Connections<S> {
         if config.socket_type == SocketType::Seqpacket {
             // Probed on the listener: accepted sockets are raised alike.
             super::dgram::fit_messages(&listener, config.max_frame);
         }
         let nofile = sys::nofile_limit().unwrap_or(1024);
+        let max_connections = config
+            .max_connections
+            .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(1) as usize);
+        world.peers.reserve(reserve::<Slot>(max_connections));
+        let mut deadlines = Vec::new();
+        if config.idle_timeout.is_some() {
+            deadlines.reserve_exact(reserve::<Option<TimerKey>>(max_connections));
+            world.timers.reserve(max_connections, RESERVE_BYTES);
+        }
         Connections {
             listener: Some(listener),
-            slab: Slab::new(),
+            slab: Slab::with_capacity(reserve::<Entry<S>>(max_connections)),
+            deadlines,
             ready: Vec::new(),
             reap: Vec::new(),
             drained: Vec::new(),
             touched: Vec::new(),
             accept_ready: false,
             accept_paused: None,
-            max_connections: config
-                .max_connections
-                .unwrap_or_else(|| nofile.saturating_sub(FD_RESERVE).max(1) as usize),
+            max_connections,
             accept_log: RateLimited::default(),
             limit_log: RateLimited::default(),
         }
@@ -147,8 +198,8 @@ impl<S> Connections<S> {
 
     /// Marks `key` to be worked again next turn (it has input left).
     pub(super) fn mark_ready(ready: &mut Vec<usize>, entry: &mut Entry<S>, key: usize) {
-        if !entry.queued {
-            entry.queued = true;
+        if !entry.marks.has(Marks::QUEUED) {
+            entry.marks.set(Marks::QUEUED, true);
             ready.push(key);
         }
     }
@@ -174,8 +225,10 @@ impl<S> Connections<S> {
             return; // stale: the connection closed in this batch
         };
         let read_closed = event.is_read_closed() || event.is_error();
-        entry.readable |= event.is_readable() || read_closed;
-        entry.read_closed |= read_closed;
+        entry
+            .marks
+            .add(Marks::READABLE, event.is_readable() || read_closed);
+        entry.marks.add(Marks::READ_CLOSED, read_closed);
         if event.is_writable() {
             self.flush(key, core, now);
         }
@@ -200,7 +253,7 @@ impl<S> Connections<S> {
         for i in 0..queued {
             let key = self.ready[i];
             if let Some(entry) = self.slab.get_mut(key) {
-                entry.queued = false;
+                entry.marks.set(Marks::QUEUED, false);
                 self.work(key, core, registry, now);
             }
         }
@@ -214,7 +267,7 @@ impl<S> Connections<S> {
         while i < self.drained.len() {
             let id = self.drained[i];
             i += 1;
-            if self.slab.get(id.key).is_none_or(|e| e.id != id) {
+            if !self.slab.contains(id.key) || core.world.peers.id(id.key) != id {
                 continue;
             }
             self.callback(
@@ -248,13 +301,16 @@ impl<S> Connections<S> {
                 let Some(entry) = self.slab.get_mut(key) else {
                     return; // cannot happen: a closing connection cancels it
                 };
-                entry.timer = None;
+                if let Some(timer) = self.deadlines.get_mut(key) {
+                    *timer = None; // fired: no longer in the heap
+                }
                 entry
                     .conn
                     .handle_timeout(now, &core.limits, &mut core.spares);
                 self.settle(key, core, registry);
             }
-            Owner::Conn { id, token } => {
+            Owner::Conn { key, serial, token } => {
+                let id = Owner::conn_id(key, serial);
                 // Only while open: a closed connection's timers are gone.
                 if core.world.peers.timer_fired(id, timer) {
                     self.callback(
@@ -306,9 +362,10 @@ impl<S> Connections<S> {
             world,
             ..
         } = &mut *core;
+        let id = world.peers.id(key);
         let tally = f(
             &mut entry.conn,
-            entry.id,
+            id,
             handler,
             limits,
             spares,
@@ -342,13 +399,17 @@ impl<S> Connections<S> {
                     }
                     Push::Close { to } => (to, &[][..]),
                 };
-                let Some(entry) = self.slab.get_mut(to.key).filter(|e| e.id == to) else {
+                let serial = core.world.peers.id(to.key).serial;
+                let Some(entry) = self.slab.get_mut(to.key).filter(|_| serial == to.serial) else {
                     continue; // closed since: pushes never reach a newer connection
                 };
                 // The push table refuses a connection once it is on the
                 // reap list, and pushes are applied before their sender
                 // settles: nothing accepted is dropped at reaping.
-                debug_assert!(!entry.reaping, "a push accepted for reaped {to}");
+                debug_assert!(
+                    !entry.marks.has(Marks::REAPING),
+                    "a push accepted for reaped {to}"
+                );
                 let Core {
                     limits,
                     spares,
@@ -373,8 +434,8 @@ impl<S> Connections<S> {
                 }
                 // Written once per target per batch, not once per push: a
                 // fan-out of k messages to one reader is one write.
-                if !entry.touched {
-                    entry.touched = true;
+                if !entry.marks.has(Marks::TOUCHED) {
+                    entry.marks.set(Marks::TOUCHED, true);
                     self.touched.push(to.key);
                 }
             }
@@ -382,7 +443,7 @@ impl<S> Connections<S> {
             for i in 0..self.touched.len() {
                 let key = self.touched[i];
                 if let Some(entry) = self.slab.get_mut(key) {
-                    entry.touched = false;
+                    entry.marks.set(Marks::TOUCHED, false);
                 }
                 self.flush(key, core, now);
                 self.settle(key, core, registry);
@@ -464,16 +525,17 @@ impl<S> Connections<S> {
     fn close_entry<H, M>(
         &mut self,
         key: usize,
-        mut entry: Entry<S>,
+        entry: Entry<S>,
         core: &mut Core<H, M>,
         now: Instant,
     ) where
         H: Handler<M, State = S>,
     {
-        core.world.timers.cancel(&mut entry.timer);
-        core.world.peers.close(entry.id, &mut core.world.timers);
-        let id = entry.id;
-        debug_assert_eq!(id.key, key);
+        if let Some(timer) = self.deadlines.get_mut(key) {
+            core.world.timers.cancel(timer);
+        }
+        let id = core.world.peers.id(key);
+        core.world.peers.close(id, &mut core.world.timers);
         // Asked of the kernel only if a line names the peer: SO_PEERCRED
         // still tells who connected, and Echo never asked at accept.
         let who = || {
@@ -524,5 +586,22 @@ impl<S> Connections<S> {
             .finish(id, handler, spares, &mut world.ctl(now, None));
         // Closing the descriptor removes it from the epoll set.
         drop(entry.sock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every open connection costs, idle or not: its slab entry and
+    /// its push-table slot (the README's idle figure rests on these).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_idle_connection_holds_120_bytes() {
+        assert_eq!(std::mem::size_of::<Conn<()>>(), 96);
+        assert_eq!(std::mem::size_of::<Entry<()>>(), 104);
+        assert_eq!(std::mem::size_of::<Slot>(), 16);
+        // With --idle-timeout, each has a timer too.
+        assert_eq!(std::mem::size_of::<Owner>(), 24);
     }
 }

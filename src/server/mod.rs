@@ -262,7 +262,7 @@ impl<H: Handler<M>, M> Server<H, M> {
                 let state = dgram::open_state(&mut core);
                 Endpoint::Datagrams(Dgram::new(socket, &core.config, state)?)
             }
-            _ => Endpoint::Connections(Connections::new(socket, &core.config)),
+            _ => Endpoint::Connections(Connections::new(socket, &core.config, &mut core.world)),
         };
         Ok(Server {
             core,

@@ -11,12 +11,13 @@ use log::{debug, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 
-use super::conns::{Connections, Entry};
+use super::conns::{Connections, Entry, Marks};
 use super::{Core, FIRST_CONN};
 use crate::conn::Wants;
 use crate::ctl::Owner;
 use crate::handler::Handler;
 use crate::sys;
+use crate::timers::{TimerKey, Timers};
 
 /// Reads per connection per turn before others get theirs.
 const READS_PER_TURN: usize = 4;
@@ -36,14 +37,14 @@ impl<S> Connections<S> {
             return;
         };
         for _ in 0..READS_PER_TURN {
-            if !entry.readable || !entry.conn.wants_read(&core.limits) {
+            if !entry.marks.has(Marks::READABLE) || !entry.conn.wants_read(&core.limits) {
                 break;
             }
             // Two copies of the read: with `--max-fds 0` the one without
             // a trace of descriptors.
             let read = match core.limits.max_fds {
-                0 => read_once::<H, M, false>(entry, core, now),
-                _ => read_once::<H, M, true>(entry, core, now),
+                0 => read_once::<H, M, false>(entry, key, core, now),
+                _ => read_once::<H, M, true>(entry, key, core, now),
             };
             let (stop, through) = match read {
                 ControlFlow::Continue(through) => (false, through),
@@ -94,26 +95,27 @@ impl<S> Connections<S> {
             reregister(entry, wants, key, registry, core);
         }
         if entry.conn.is_done() {
-            if !entry.reaping {
+            if !entry.marks.has(Marks::REAPING) {
                 // Closed to the handler from here on: pushes and
                 // disconnects get `Closed`, its timers are gone, and
                 // nothing can revive it before it is reaped.
-                core.world.timers.cancel(&mut entry.timer);
-                core.world.peers.close(entry.id, &mut core.world.timers);
-                entry.reaping = true;
+                if let Some(timer) = self.deadlines.get_mut(key) {
+                    core.world.timers.cancel(timer);
+                }
+                let id = core.world.peers.id(key);
+                core.world.peers.close(id, &mut core.world.timers);
+                entry.marks.set(Marks::REAPING, true);
                 self.reap.push(key);
             }
             return;
         }
         // A drained connection that still has input waiting must read on.
-        if entry.readable && entry.conn.wants_read(&core.limits) {
+        if entry.marks.has(Marks::READABLE) && entry.conn.wants_read(&core.limits) {
             Connections::mark_ready(&mut self.ready, entry, key);
         }
-        let timers = &mut core.world.timers;
-        match entry.conn.poll_timeout(&core.limits) {
-            Some(deadline) => timers.schedule(&mut entry.timer, Owner::Deadline(key), deadline),
-            None if entry.timer.is_some() => timers.cancel(&mut entry.timer),
-            None => {}
+        let deadline = entry.conn.poll_timeout(&core.limits);
+        if deadline.is_some() || self.deadlines.get(key).is_some_and(Option::is_some) {
+            set_deadline(&mut self.deadlines, key, deadline, &mut core.world.timers);
         }
         // The push table follows the output; a push refused as full is
         // answered with `drained` once it went down to half the limit.
@@ -123,7 +125,31 @@ impl<S> Connections<S> {
             .peers
             .settle(key, entry.conn.pending(), low_water)
         {
-            self.drained.push(entry.id);
+            self.drained.push(core.world.peers.id(key));
+        }
+    }
+}
+
+/// Sets, moves or cancels the deadline timer of connection `key`. Out of
+/// line: without `--idle-timeout` only a closing connection has one.
+#[inline(never)]
+fn set_deadline(
+    deadlines: &mut Vec<Option<TimerKey>>,
+    key: usize,
+    deadline: Option<Instant>,
+    timers: &mut Timers<Owner>,
+) {
+    match deadline {
+        Some(deadline) => {
+            if deadlines.len() <= key {
+                deadlines.resize(key + 1, None);
+            }
+            timers.schedule(&mut deadlines[key], Owner::Deadline(key), deadline);
+        }
+        None => {
+            if let Some(timer @ Some(_)) = deadlines.get_mut(key) {
+                timers.cancel(timer);
+            }
         }
     }
 }
@@ -134,10 +160,11 @@ impl<S> Connections<S> {
 #[inline]
 fn read_once<H: Handler<M>, M, const FDS: bool>(
     entry: &mut Entry<H::State>,
+    key: usize,
     core: &mut Core<H, M>,
     now: Instant,
 ) -> ControlFlow<(), Option<Range<usize>>> {
-    let id = entry.id;
+    let id = core.world.peers.id(key);
     let Core {
         handler,
         config,
@@ -166,7 +193,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
     };
     let tally = match read {
         Ok((0, 0)) => {
-            entry.readable = false;
+            entry.marks.set(Marks::READABLE, false);
             entry.conn.handle_eof(id, limits, handler, spares, ctl)
         }
         Ok((n, full)) => {
@@ -178,19 +205,20 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
             // (A stream read that brings descriptors ends at their bytes,
             // short or not; such streams are polled level-triggered, so
             // the next wait reports what is left.)
-            if !limits.messages && n < scratch.len() && !entry.read_closed {
-                entry.readable = false; // a short read drained the socket
+            if !limits.messages && n < scratch.len() && !entry.marks.has(Marks::READ_CLOSED) {
+                // A short read drained the socket.
+                entry.marks.set(Marks::READABLE, false);
             }
             if limits.messages {
                 // One message a readiness: the level says if more wait.
-                entry.readable = false;
+                entry.marks.set(Marks::READABLE, false);
             }
             entry
                 .conn
                 .handle_read(id, &scratch[..n], now, limits, handler, spares, ctl)
         }
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            entry.readable = false;
+            entry.marks.set(Marks::READABLE, false);
             return ControlFlow::Break(());
         }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => return ControlFlow::Continue(None),
@@ -363,7 +391,7 @@ fn reregister<H: Handler<M>, M>(
     match done {
         Ok(()) => entry.registered = wants,
         Err(e) => {
-            warn!("reregister {}: {e}; closing it", entry.id);
+            warn!("reregister #{key}: {e}; closing it");
             entry.conn.handle_io_error(&mut core.spares);
         }
     }

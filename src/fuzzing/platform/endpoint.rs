@@ -148,7 +148,8 @@ impl Driver {
                 }
                 self.settle(key);
             }
-            Owner::Conn { id, token } => {
+            Owner::Conn { key, serial, token } => {
+                let id = Owner::conn_id(key, serial);
                 self.handler.model.popped(timer, Some(id), token, self.now);
                 if self.world.peers.timer_fired(id, timer) {
                     self.invoke(id.slot(), &mut |conn, id, handler, limits, spares, ctl| {
