@@ -33,13 +33,20 @@ pub const READ_SIZE: usize = 64 << 10;
 pub const OVERSHOOT: usize = READ_SIZE;
 
 /// The server's spare allocations, one for partial input frames and one for
-/// output, lent to whichever connection needs memory next.
+/// output, lent to whichever connection needs memory next; and where the
+/// descriptors of a write-through reply wait to be written.
 #[derive(Debug, Default)]
 pub struct Spares {
     /// For decoders' partial frames.
     pub input: Vec<u8>,
     /// For unsent output.
     pub output: Vec<u8>,
+    /// The descriptors riding on the head of the write-through piece
+    /// [`Conn::handle_read`](crate::conn::Conn::handle_read) named, until
+    /// [`Conn::handle_through`](crate::conn::Conn::handle_through); empty
+    /// otherwise (one for the server, so an echo that carries descriptors
+    /// allocates nothing).
+    pub through_fds: Vec<std::os::fd::OwnedFd>,
 }
 
 /// A FIFO byte buffer with a read cursor.

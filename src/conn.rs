@@ -399,7 +399,11 @@ impl<S> Conn<S> {
             return Tally::default();
         }
         self.last_active = now;
-        let Spares { input, output } = spares;
+        let Spares {
+            input,
+            output,
+            through_fds,
+        } = spares;
         let (peer, received) = split(&mut self.extra);
         let mut delivery = Delivery::new(
             id,
@@ -409,7 +413,7 @@ impl<S> Conn<S> {
             received,
             output,
             ctl,
-            Some(data),
+            Some((data, through_fds)),
         );
         let result = self
             .decoder
@@ -470,7 +474,7 @@ impl<S> Conn<S> {
             return Tally::default();
         }
         self.phase = Phase::Eof;
-        let Spares { input, output } = spares;
+        let Spares { input, output, .. } = spares;
         let (peer, received) = split(&mut self.extra);
         let mut delivery =
             Delivery::new(id, peer, limits, &mut self.out, received, output, ctl, None);
@@ -548,11 +552,14 @@ impl<S> Conn<S> {
 
     /// The write-through piece [`handle_read`](Self::handle_read) named
     /// ([`Tally::through`]), `data`, was written straight from the
-    /// driver's read buffer: `written` bytes of it (on a message socket,
-    /// the whole message), or `None` when the socket took nothing. What
-    /// was not written is kept as output, so the driver may reuse its
-    /// buffer; a driver that does not write through passes `None`. Call
-    /// it right after `handle_read`, before anything else.
+    /// driver's read buffer, with the descriptors in
+    /// [`Spares::through_fds`] (if any) on its first byte: `written`
+    /// bytes of it (on a message socket, the whole message), or `None`
+    /// when the socket took nothing. What was not written is kept as
+    /// output, so the driver may reuse its buffer, with the descriptors
+    /// if they did not go; those that went are closed. A driver that does
+    /// not write through passes `None`. Call it right after
+    /// `handle_read`, before anything else.
     pub fn handle_through(
         &mut self,
         data: &[u8],
@@ -566,6 +573,11 @@ impl<S> Conn<S> {
             self.last_active = now; // as in handle_written
         }
         let limit = limits.out_limit();
+        match written {
+            // They went with the first byte: this side's copies close.
+            Some(_) => spares.through_fds.clear(),
+            None => attach_at_head(&mut self.out.fds, &mut spares.through_fds),
+        }
         match (written, limits.messages) {
             (Some(_), true) => {}
             (None, true) => {
@@ -754,5 +766,13 @@ fn split(extra: &mut Option<Box<Extra>>) -> (Option<PeerCred>, Option<&mut Vec<O
     match extra.as_deref_mut() {
         Some(extra) => (extra.peer, extra.fds_in.as_mut()),
         None => (None, None),
+    }
+}
+
+/// Attaches `fds` (if any) to the head of the output (the kept piece of
+/// a write-through that did not go).
+fn attach_at_head(at: &mut Option<Box<Attached>>, fds: &mut Vec<OwnedFd>) {
+    if !fds.is_empty() {
+        at.get_or_insert_with(Box::default).attach(0, fds);
     }
 }

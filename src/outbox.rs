@@ -141,6 +141,9 @@ pub(crate) struct Through<'a> {
     /// The replies so far, as a range of `input`: `None` while there are
     /// none, or once they were copied into the output.
     pub(crate) piece: &'a mut Option<Range<usize>>,
+    /// The descriptors attached to the piece's first byte (a reply with
+    /// descriptors goes through only as the first of the piece).
+    pub(crate) fds: &'a mut Vec<OwnedFd>,
 }
 
 impl Through<'_> {
@@ -208,6 +211,9 @@ impl Outbox<'_> {
         if fds.is_empty() {
             return self.send_as(payload, framed, spare);
         }
+        if self.take_through_with(payload, framed, fds) {
+            return Ok(());
+        }
         // Descriptors ride on queued bytes, so nothing goes through: what
         // went through is copied before and, if this reply went through,
         // after (to the place it would have had anyway).
@@ -237,6 +243,37 @@ impl Outbox<'_> {
             Outbox::Datagrams { queue, .. } => queue.attach(place, fds),
         }
         Ok(())
+    }
+
+    /// Takes `payload`, verbatim, with `fds` as the write-through piece if
+    /// it lies in the read and is the first thing queued (descriptors ride
+    /// the piece's first byte); on a stream, only when the framing adds
+    /// nothing. Whether it did (then `fds` is left empty).
+    fn take_through_with(&mut self, payload: &[u8], framed: bool, fds: &mut Vec<OwnedFd>) -> bool {
+        let (messages, out, at, t) = match self {
+            Outbox::Stream {
+                out,
+                framing,
+                fds: at,
+                through: Some(t),
+                ..
+            } if !payload.is_empty() && (!framed || *framing == Framing::Raw) => {
+                (false, out, at, t)
+            }
+            Outbox::Messages {
+                out,
+                fds: at,
+                through: Some(t),
+                ..
+            } => (true, out, at, t),
+            _ => return false,
+        };
+        let first = quiet(out, at) && t.piece.is_none() && t.fds.is_empty();
+        if !first || !t.take(payload, messages) {
+            return false;
+        }
+        t.fds.append(fds);
+        true
     }
 
     /// [`send`](Self::send) if `framed`, else [`send_wire`](Self::send_wire).
@@ -304,9 +341,11 @@ impl Outbox<'_> {
                     if quiet(out, fds) && t.take(bytes, false) {
                         return Ok(());
                     }
+                    let place = out.len();
                     if let Some(piece) = t.take_piece() {
                         out.push(piece, *limit, spare);
                     }
+                    attach(fds, place, t.fds);
                 }
                 out.push(bytes, *limit, spare);
             }
@@ -321,9 +360,11 @@ impl Outbox<'_> {
                     if quiet(out, fds) && t.take(bytes, true) {
                         return Ok(());
                     }
+                    let place = out.len();
                     if let Some(piece) = t.take_piece() {
                         push_record(out, piece, *limit, spare)?;
                     }
+                    attach(fds, place, t.fds);
                 }
                 out.push(&len.to_ne_bytes(), *limit, spare);
                 out.push(bytes, *limit, spare);
@@ -350,22 +391,27 @@ impl Outbox<'_> {
             Outbox::Stream {
                 out,
                 limit,
+                fds,
                 through: Some(t),
                 ..
             } => {
+                let place = out.len();
                 if let Some(piece) = t.take_piece() {
                     out.push(piece, *limit, spare);
                 }
+                attach(fds, place, t.fds);
             }
             Outbox::Messages {
                 out,
                 limit,
+                fds,
                 through: Some(t),
-                ..
             } => {
+                let place = out.len();
                 if let Some(piece) = t.take_piece() {
                     push_record(out, piece, *limit, spare)?;
                 }
+                attach(fds, place, t.fds);
             }
             Outbox::Datagrams {
                 queue,
@@ -379,6 +425,13 @@ impl Outbox<'_> {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Attaches `fds` (if any) to the output at `place`.
+fn attach(at: &mut Option<Box<Attached>>, place: usize, fds: &mut Vec<OwnedFd>) {
+    if !fds.is_empty() {
+        at.get_or_insert_with(Box::default).attach(place, fds);
     }
 }
 
@@ -648,6 +701,7 @@ mod tests {
     fn replies_from_the_read_go_through_until_something_must_be_copied() {
         let input = b"ab\ncd\nef\n";
         let (mut out, mut spare, mut fds, mut piece) = (Buffer::new(), Vec::new(), None, None);
+        let mut through_fds = Vec::new();
         let mut outbox = Outbox::Stream {
             out: &mut out,
             framing: Framing::Line,
@@ -656,6 +710,7 @@ mod tests {
             through: Some(Through {
                 input,
                 piece: &mut piece,
+                fds: &mut through_fds,
             }),
         };
         // Consecutive frames echoed in order: one piece, nothing copied.
@@ -675,6 +730,7 @@ mod tests {
     fn a_message_goes_through_alone() {
         let input = b"onetwo";
         let (mut out, mut spare, mut fds, mut piece) = (Buffer::new(), Vec::new(), None, None);
+        let mut through_fds = Vec::new();
         let mut outbox = Outbox::Messages {
             out: &mut out,
             limit: 1 << 20,
@@ -682,6 +738,7 @@ mod tests {
             through: Some(Through {
                 input,
                 piece: &mut piece,
+                fds: &mut through_fds,
             }),
         };
         outbox.send_wire(&input[..3], &mut spare).expect("fits");
@@ -696,6 +753,7 @@ mod tests {
             through: Some(Through {
                 input,
                 piece: &mut piece,
+                fds: &mut through_fds,
             }),
         };
         outbox.send_wire(&input[3..], &mut spare).expect("fits");

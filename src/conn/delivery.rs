@@ -70,9 +70,10 @@ pub(super) struct Delivery<'a, 'c> {
     received: Option<&'a mut Vec<OwnedFd>>,
     spare: &'a mut Vec<u8>,
     ctl: &'a mut Ctl<'c>,
-    /// The read being delivered from (`None`: frames from elsewhere, the
+    /// The read being delivered from, and where the descriptors of a
+    /// reply that goes through wait (`None`: frames from elsewhere, the
     /// partial frame at EOF).
-    input: Option<&'a [u8]>,
+    input: Option<(&'a [u8], &'a mut Vec<OwnedFd>)>,
     /// The piece of `input` the replies so far went through as.
     pub(super) through: Option<Range<usize>>,
     pub(super) tally: Tally,
@@ -90,7 +91,7 @@ impl<'a, 'c> Delivery<'a, 'c> {
         received: Option<&'a mut Vec<OwnedFd>>,
         spare: &'a mut Vec<u8>,
         ctl: &'a mut Ctl<'c>,
-        input: Option<&'a [u8]>,
+        input: Option<(&'a [u8], &'a mut Vec<OwnedFd>)>,
     ) -> Delivery<'a, 'c> {
         Delivery {
             id,
@@ -123,9 +124,10 @@ impl<'a, 'c> Delivery<'a, 'c> {
             self.received.as_deref_mut(),
             self.spare,
             self.ctl,
-            self.input.map(|input| Through {
+            self.input.as_mut().map(|(input, fds)| Through {
                 input,
                 piece: &mut self.through,
+                fds,
             }),
         );
         handler.frame(state, frame, &mut cx);

@@ -297,6 +297,7 @@ impl<S> Dgram<S> {
             through: Some(Through {
                 input: data,
                 piece: &mut piece,
+                fds: &mut spares.through_fds,
             }),
         };
         let mut cx = Context::new(

@@ -252,14 +252,25 @@ fn write_through<H: Handler<M>, M>(
     } = core;
     let data = &scratch[piece];
     loop {
-        let written = match sys::send_nosignal(&entry.sock, data) {
+        let fds = &spares.through_fds;
+        let sent = match fds.is_empty() {
+            true => sys::send_nosignal(&entry.sock, data),
+            false => sys::send_fds(entry.sock.as_fd(), data, fds, None),
+        };
+        let written = match sent {
             Ok(n) => Some(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-            Err(e) => return write_failed(&e, data.len(), entry, spares),
+            Err(e) => {
+                spares.through_fds.clear(); // the connection is gone
+                return write_failed(&e, data.len(), entry, spares);
+            }
         };
         let n = written.unwrap_or(0);
         stats.bytes_out += n as u64;
+        if written.is_some() {
+            stats.fds_out += fds.len() as u64;
+        }
         entry
             .conn
             .handle_through(data, written, now, limits, spares);
