@@ -216,10 +216,10 @@ fn a_burst_from_a_blocking_sender_loses_nothing() {
     );
     let line = p.stats();
     assert!(stat(&line, "frames_in") <= stalled_at as u64);
-    // Held back, it does not spin: the socket is polled level-triggered
-    // and READABLE is dropped while the reply queue is full (a busy loop
-    // burns ~50 ticks in the half second; the sleep is the measuring
-    // window, the retries of the queued replies cost a few).
+    // Held back, it does not spin: it reads nothing while the reply queue
+    // is full, and only the retries of the queued replies wake it (a busy
+    // loop burns ~50 ticks in the half second; the sleep is the measuring
+    // window).
     let before = common::cpu_ticks(p.pid());
     thread::sleep(Duration::from_millis(500));
     let ticks = common::cpu_ticks(p.pid()) - before;

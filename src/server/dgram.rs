@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 use mio::event::Event;
-use mio::Registry;
 use socket2::{SockAddr, Socket};
 
 use super::logging::{RateLimited, Who};
-use super::{Core, ENDPOINT};
+use super::Core;
 use crate::codec::Frame;
 use crate::config::Config;
 use crate::conn::CloseReason;
@@ -41,9 +40,8 @@ use crate::sys;
 /// The one "connection" of a datagram socket.
 const DGRAM_ID: ConnId = ConnId { key: 0, serial: 0 };
 
-/// Read attempts per turn: one datagram is read a turn (the socket is
-/// level-triggered), a read interrupted by a signal is tried again.
-const READS_PER_TURN: usize = 4;
+/// Datagrams read per turn before the loop polls again.
+const READS_PER_TURN: usize = 64;
 /// How soon queued replies are retried after a receiver was full.
 const RETRY: Duration = Duration::from_millis(2);
 
@@ -94,13 +92,8 @@ pub(super) struct Dgram<S> {
     sock: Socket,
     queue: Datagrams,
     state: S,
-    /// Datagrams may be waiting: the (level-triggered) socket was
-    /// reported readable and has not been read since.
+    /// Datagrams may be waiting (an edge was seen and not drained).
     readable: bool,
-    /// READABLE is registered: reading is wanted (not stopped, not held
-    /// back by a full reply queue). Level-triggered polling would report
-    /// an unwanted readiness on every wait, so it follows the wish.
-    registered: bool,
     /// False once shutdown began.
     reading: bool,
     /// Queued replies are retried then.
@@ -135,7 +128,6 @@ impl<S> Dgram<S> {
             queue: Datagrams::new(),
             state,
             readable: true,
-            registered: true,
             reading: true,
             retry_at: None,
             max_buffer: config.max_buffer,
@@ -167,13 +159,8 @@ impl<S> Dgram<S> {
 
     /// Whether reading can go on without waiting for an event.
     fn has_work(&self) -> bool {
-        self.readable && self.wants_read()
-    }
-
-    /// Whether reading is wanted: not stopped, and the replies waiting are
-    /// under `--max-buffer` (and `--max-fds`).
-    fn wants_read(&self) -> bool {
         self.reading
+            && self.readable
             && self.queue.cost() < self.max_buffer
             && (self.max_fds == 0 || self.queue.held_fds() < self.max_fds)
     }
@@ -208,14 +195,8 @@ impl<S> Dgram<S> {
         self.reading = false;
     }
 
-    /// Sends due replies, then reads one datagram if the socket was
-    /// reported readable and the queue has room, then fires due timers.
-    ///
-    /// The socket is polled level-triggered, one read a readiness, as a
-    /// C loop would: a datagram read cannot tell whether more wait, so an
-    /// edge-triggered loop pays a read that finds nothing after each
-    /// one; here the next wait tells, without a syscall of its own.
-    pub(super) fn turn<H, M>(&mut self, core: &mut Core<H, M>, registry: &Registry, now: Instant)
+    /// Sends due replies, then reads (bounded) while the queue has room.
+    pub(super) fn turn<H, M>(&mut self, core: &mut Core<H, M>, now: Instant)
     where
         H: Handler<M, State = S>,
     {
@@ -227,10 +208,7 @@ impl<S> Dgram<S> {
             let max = core.config.max_frame.min(core.scratch.len());
             let fds = (self.max_fds > 0).then_some((&mut self.received, self.max_fds));
             match sys::recv_dgram(&self.sock, &mut core.scratch[..max], true, fds) {
-                Ok(d) => {
-                    self.readable = false; // the level says if more wait
-                    self.answer(&d, core, now);
-                }
+                Ok(d) => self.answer(&d, core, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -248,20 +226,6 @@ impl<S> Dgram<S> {
             }
         }
         self.retry_at = (!self.queue.is_empty()).then(|| now + RETRY);
-        let wanted = self.wants_read();
-        if wanted != self.registered {
-            self.reregister(wanted, registry);
-        }
-    }
-
-    /// Registers READABLE, or nothing, as `wanted` says (it changed).
-    #[cold]
-    fn reregister(&mut self, wanted: bool, registry: &Registry) {
-        let ways = (wanted, false);
-        match sys::epoll_level(registry.as_fd(), self.sock.as_fd(), ENDPOINT.0, ways, false) {
-            Ok(()) => self.registered = wanted,
-            Err(e) => warn!("reregister the datagram socket: {e}"),
-        }
     }
 
     /// Hands one datagram to the handler, or drops it (counted) when it

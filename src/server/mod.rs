@@ -39,13 +39,14 @@
 //! budget runs out or backpressure stops it with input left, it goes on the
 //! ready list and the next poll does not sleep. Output is written eagerly;
 //! WRITABLE is registered only while bytes remain. Where no read can tell
-//! that the socket is drained, polling is level-triggered instead
+//! that a connection is drained, polling is level-triggered instead
 //! (`sys::epoll_level`, READABLE only while reading is wanted), one read a
-//! readiness, the next wait telling whether more is there: message sockets
-//! (seqpacket connections, the datagram socket), where a read returns one
-//! message and edge-triggered draining would cost a read that finds
-//! nothing after each; and streams that take descriptors, where a read
-//! that brings some ends at their bytes, short or not.
+//! readiness, the next wait telling whether more is there: seqpacket
+//! connections, where a read returns one message and edge-triggered
+//! draining would cost a read that finds nothing after each; and streams
+//! that take descriptors, where a read that brings some ends at their
+//! bytes, short or not. (The datagram socket stays edge-triggered and is
+//! drained: measured, one wait a datagram cost more than the empty read.)
 
 mod accept;
 mod conns;
@@ -60,7 +61,7 @@ mod upgrade;
 mod watchdog;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::Arc;
@@ -79,7 +80,7 @@ use crate::ctl::{Framer, World};
 use crate::error::Error;
 use crate::handler::{Echo, Handler};
 use crate::stats::{SharedStats, Stats};
-use crate::sys::{self, SocketFile};
+use crate::sys::SocketFile;
 use conns::Connections;
 use dgram::Dgram;
 use listen::{listen, Listening};
@@ -227,23 +228,13 @@ impl<H: Handler<M>, M> Server<H, M> {
         let poll = Poll::new().map_err(|e| Error::io("create", target("poll"), e))?;
         let waker = Waker::new(poll.registry(), WAKER)
             .map_err(|e| Error::io("create", target("waker"), e))?;
-        let registry = poll.registry();
-        match config.socket_type {
-            // Level-triggered, read once a readiness (see `dgram`).
-            SocketType::Dgram => sys::epoll_level(
-                registry.as_fd(),
-                socket.as_fd(),
-                ENDPOINT.0,
-                (true, false),
-                true,
-            ),
-            _ => registry.register(
+        poll.registry()
+            .register(
                 &mut SourceFd(&socket.as_raw_fd()),
                 ENDPOINT,
                 Interest::READABLE,
-            ),
-        }
-        .map_err(|e| Error::io("register", target("the socket"), e))?;
+            )
+            .map_err(|e| Error::io("register", target("the socket"), e))?;
         let metrics = match (metrics, &config.metrics) {
             (Some((socket, file)), _) => {
                 Some(Metrics::adopt(socket, file, &config, poll.registry())?)
@@ -521,7 +512,7 @@ impl<S> Endpoint<S> {
     {
         match self {
             Endpoint::Connections(c) => c.turn(core, registry, now),
-            Endpoint::Datagrams(d) => d.turn(core, registry, now),
+            Endpoint::Datagrams(d) => d.turn(core, now),
         }
     }
 
