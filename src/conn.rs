@@ -573,10 +573,8 @@ impl<S> Conn<S> {
             self.last_active = now; // as in handle_written
         }
         let limit = limits.out_limit();
-        match written {
-            // They went with the first byte: this side's copies close.
-            Some(_) => spares.through_fds.clear(),
-            None => attach_at_head(&mut self.out.fds, &mut spares.through_fds),
+        if !spares.through_fds.is_empty() {
+            through_fds_done(&mut self.out.fds, written.is_some(), spares);
         }
         match (written, limits.messages) {
             (Some(_), true) => {}
@@ -769,10 +767,15 @@ fn split(extra: &mut Option<Box<Extra>>) -> (Option<PeerCred>, Option<&mut Vec<O
     }
 }
 
-/// Attaches `fds` (if any) to the head of the output (the kept piece of
-/// a write-through that did not go).
-fn attach_at_head(at: &mut Option<Box<Attached>>, fds: &mut Vec<OwnedFd>) {
-    if !fds.is_empty() {
-        at.get_or_insert_with(Box::default).attach(0, fds);
+/// The descriptors of a write-through piece: closed if they went with it
+/// (`sent`: this side's copies), else attached to the head of the output,
+/// the piece kept. Out of line: most pieces carry none.
+#[inline(never)]
+fn through_fds_done(at: &mut Option<Box<Attached>>, sent: bool, spares: &mut Spares) {
+    match sent {
+        true => spares.through_fds.clear(),
+        false => at
+            .get_or_insert_with(Box::default)
+            .attach(0, &mut spares.through_fds),
     }
 }

@@ -53,7 +53,7 @@ impl<S> Connections<S> {
             // The replies that went through first, straight from the read
             // buffer; then the output, unless the socket is full already.
             let full = through.is_some_and(|piece| write_through(entry, core, piece, now));
-            if !full {
+            if !full && entry.conn.pending() > 0 {
                 flush_entry(entry, core, now);
             }
             if stop {
@@ -255,7 +255,7 @@ fn write_through<H: Handler<M>, M>(
         let fds = &spares.through_fds;
         let sent = match fds.is_empty() {
             true => sys::send_nosignal(&entry.sock, data),
-            false => sys::send_fds(entry.sock.as_fd(), data, fds, None),
+            false => send_with_fds(&entry.sock, data, fds),
         };
         let written = match sent {
             Ok(n) => Some(n),
@@ -268,7 +268,7 @@ fn write_through<H: Handler<M>, M>(
         };
         let n = written.unwrap_or(0);
         stats.bytes_out += n as u64;
-        if written.is_some() {
+        if written.is_some() && !fds.is_empty() {
             stats.fds_out += fds.len() as u64;
         }
         entry
@@ -276,6 +276,13 @@ fn write_through<H: Handler<M>, M>(
             .handle_through(data, written, now, limits, spares);
         return n < data.len() && !limits.messages || written.is_none();
     }
+}
+
+/// `sendmsg` of `data` with `fds`: out of line, so the path without
+/// descriptors stays as small as it was.
+#[inline(never)]
+fn send_with_fds(sock: &socket2::Socket, data: &[u8], fds: &[OwnedFd]) -> io::Result<usize> {
+    sys::send_fds(sock.as_fd(), data, fds, None)
 }
 
 /// One `recvmsg` with room for `--max-fds` descriptors: `(bytes copied,
