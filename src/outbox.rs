@@ -326,62 +326,41 @@ impl Outbox<'_> {
     /// message sockets. A reply that lies in the read being handled, with
     /// nothing else queued, is taken as write-through instead of copied.
     pub(crate) fn send_wire(&mut self, bytes: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
+        if self.take_through(bytes) {
+            return Ok(());
+        }
+        self.copy_through(spare)?;
+        match self {
+            Outbox::Stream { out, limit, .. } => out.push(bytes, *limit, spare),
+            Outbox::Messages { out, limit, .. } => push_record(out, bytes, *limit, spare)?,
+            Outbox::Datagrams { queue, .. } => queue.push_to_sender(bytes)?,
+        }
+        Ok(())
+    }
+
+    /// Takes `bytes` as (the rest of) the write-through piece, if nothing
+    /// else is queued and they lie in the read (see [`Through::take`]).
+    fn take_through(&mut self, bytes: &[u8]) -> bool {
         match self {
             Outbox::Stream {
                 out,
-                limit,
-                through,
                 fds,
+                through: Some(t),
                 ..
-            } => {
-                if bytes.is_empty() {
-                    return Ok(()); // nothing to write on a stream
-                }
-                if let Some(t) = through {
-                    if quiet(out, fds) && t.take(bytes, false) {
-                        return Ok(());
-                    }
-                    let place = out.len();
-                    if let Some(piece) = t.take_piece() {
-                        out.push(piece, *limit, spare);
-                    }
-                    attach(fds, place, t.fds);
-                }
-                out.push(bytes, *limit, spare);
-            }
+            } => !bytes.is_empty() && quiet(out, fds) && t.take(bytes, false),
             Outbox::Messages {
                 out,
-                limit,
-                through,
                 fds,
-            } => {
-                let len = u32::try_from(bytes.len()).map_err(|_| too_large(bytes))?;
-                if let Some(t) = through {
-                    if quiet(out, fds) && t.take(bytes, true) {
-                        return Ok(());
-                    }
-                    let place = out.len();
-                    if let Some(piece) = t.take_piece() {
-                        push_record(out, piece, *limit, spare)?;
-                    }
-                    attach(fds, place, t.fds);
-                }
-                out.push(&len.to_ne_bytes(), *limit, spare);
-                out.push(bytes, *limit, spare);
-            }
-            Outbox::Datagrams { queue, through, .. } => {
-                if let Some(t) = through {
-                    if queue.is_empty() && t.take(bytes, true) {
-                        return Ok(());
-                    }
-                    if let Some(piece) = t.take_piece() {
-                        queue.push_to_sender(piece)?;
-                    }
-                }
-                queue.push_to_sender(bytes)?;
-            }
+                through: Some(t),
+                ..
+            } => quiet(out, fds) && t.take(bytes, true),
+            Outbox::Datagrams {
+                queue,
+                through: Some(t),
+                ..
+            } => queue.is_empty() && t.take(bytes, true),
+            _ => false,
         }
-        Ok(())
     }
 
     /// Copies the write-through piece, if any, into the output (before
