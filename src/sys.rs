@@ -415,6 +415,49 @@ pub fn epoll_level(
     cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) }).map(drop)
 }
 
+/// One `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not
+/// SIGPIPE), straight on libc: the loop's hot path, where socket2's
+/// wrapper and a retry closure cost more instructions than the rest of
+/// the echo's bookkeeping. `EINTR` is the caller's to retry.
+///
+/// # Errors
+///
+/// `send`'s error (`WouldBlock`, `Interrupted`, `EPIPE`, ...).
+#[inline]
+pub fn send_once(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+    // call's duration; `fd` is borrowed, so open.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// One `recv(2)` into `buf`, straight on libc (see [`send_once`]).
+/// `EINTR` is the caller's to retry.
+///
+/// # Errors
+///
+/// `recv`'s error (`WouldBlock`, `Interrupted`, `ECONNRESET`, ...).
+#[inline]
+pub fn recv_once(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+    // call's duration; `fd` is borrowed, so open.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not SIGPIPE).
 /// Retries on `EINTR`.
 ///

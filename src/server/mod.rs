@@ -370,6 +370,10 @@ impl<H: Handler<M>, M> Server<H, M> {
         // deadlines of the next poll are reckoned from that reading (a
         // turn's work later, so a wake-up may come that much late).
         let mut now = Instant::now();
+        // Only a Handle reads the published counters, and none can be made
+        // once the server runs (`handle` borrows the server, `run` takes
+        // it): without one now, publishing every turn is work for nobody.
+        let publish = Arc::strong_count(&self.shared) > 1;
         loop {
             if let Some(deadline) = self.draining {
                 if now >= deadline || self.endpoint.is_drained() {
@@ -431,7 +435,9 @@ impl<H: Handler<M>, M> Server<H, M> {
             if let Some(watchdog) = &mut self.watchdog {
                 watchdog.tick(now);
             }
-            self.shared.stats.publish(&self.core.stats);
+            if publish {
+                self.shared.stats.publish(&self.core.stats);
+            }
         }
     }
 }

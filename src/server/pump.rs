@@ -2,7 +2,7 @@
 //! the connection, write its output eagerly, and bring the registration,
 //! the ready list and the deadline in line with the connection's state.
 
-use std::io::{self, Read};
+use std::io;
 use std::ops::{ControlFlow, Range};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
@@ -189,7 +189,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
         let max = config.max_frame.min(scratch.len());
         sys::recv_msg(&entry.sock, &mut scratch[..max])
     } else {
-        (&entry.sock).read(scratch).map(|n| (n, n))
+        sys::recv_once(entry.sock.as_fd(), scratch).map(|n| (n, n))
     };
     let tally = match read {
         Ok((0, 0)) => {
@@ -254,7 +254,7 @@ fn write_through<H: Handler<M>, M>(
     loop {
         let fds = &spares.through_fds;
         let sent = match fds.is_empty() {
-            true => sys::send_nosignal(&entry.sock, data),
+            true => sys::send_once(entry.sock.as_fd(), data),
             false => send_with_fds(&entry.sock, data, fds),
         };
         let written = match sent {
@@ -315,7 +315,7 @@ fn flush_entry<H: Handler<M>, M>(entry: &mut Entry<H::State>, core: &mut Core<H,
     while entry.conn.pending() > 0 {
         let data = entry.conn.transmit(limits);
         let len = data.len();
-        match sys::send_nosignal(&entry.sock, data) {
+        match sys::send_once(entry.sock.as_fd(), data) {
             Ok(n) => {
                 core.stats.bytes_out += n as u64;
                 entry.conn.handle_written(n, now, limits, &mut core.spares);
