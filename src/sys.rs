@@ -217,14 +217,17 @@ pub fn accept(listener: &Socket) -> io::Result<Socket> {
 
 /// Receives one message from a seqpacket socket: `(bytes copied, the
 /// message's real length)`; the message was truncated when the second is
-/// larger. `(0, 0)` is EOF. Retries on `EINTR`.
+/// larger (`MSG_TRUNC` makes `recv` report the real length on Unix
+/// seqpacket sockets, Linux 3.4+). `(0, 0)` is EOF. `EINTR` is the
+/// caller's to retry.
 ///
 /// # Errors
 ///
-/// `recvmsg`'s error (`WouldBlock` when nothing is queued).
-pub fn recv_msg(sock: &Socket, buf: &mut [u8]) -> io::Result<(usize, usize)> {
-    let got = recvmsg(sock.as_fd(), buf, None, false, None)?;
-    Ok((got.len, got.full_len))
+/// `recv`'s error (`WouldBlock` when nothing is queued).
+#[inline]
+pub fn recv_msg(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, usize)> {
+    let full = recv_flags(fd, buf, libc::MSG_TRUNC)?;
+    Ok((full.min(buf.len()), full))
 }
 
 /// What a receive with room for descriptors gave.
@@ -449,9 +452,17 @@ pub fn send_once(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
 /// `recv`'s error (`WouldBlock`, `Interrupted`, `ECONNRESET`, ...).
 #[inline]
 pub fn recv_once(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    recv_flags(fd, buf, 0)
+}
+
+/// One `recv(2)` with `flags`; what it returns (with `MSG_TRUNC`, a
+/// message's real length, which may exceed `buf`).
+#[inline]
+fn recv_flags(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
-    // call's duration; `fd` is borrowed, so open.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    // call's duration (the kernel writes at most that many, whatever it
+    // returns); `fd` is borrowed, so open.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -187,7 +187,7 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
         read_fds(entry, &mut scratch[..max], fds, limits, stats)
     } else if limits.messages {
         let max = config.max_frame.min(scratch.len());
-        sys::recv_msg(&entry.sock, &mut scratch[..max])
+        sys::recv_msg(entry.sock.as_fd(), &mut scratch[..max])
     } else {
         sys::recv_once(entry.sock.as_fd(), scratch).map(|n| (n, n))
     };

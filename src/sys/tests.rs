@@ -271,13 +271,13 @@ fn recv_msg_detects_truncation() {
     let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).expect("pair");
     let mut buf = [0; 4];
     send_nosignal(&a, b"0123456789").expect("send");
-    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (4, 10));
+    assert_eq!(recv_msg(b.as_fd(), &mut buf).expect("recv"), (4, 10));
     assert_eq!(&buf, b"0123");
     a.send_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b"c")])
         .expect("send");
-    assert_eq!(recv_msg(&b, &mut buf).expect("recv"), (3, 3));
+    assert_eq!(recv_msg(b.as_fd(), &mut buf).expect("recv"), (3, 3));
     drop(a);
-    assert_eq!(recv_msg(&b, &mut buf).expect("eof"), (0, 0));
+    assert_eq!(recv_msg(b.as_fd(), &mut buf).expect("eof"), (0, 0));
 }
 
 #[test]
