@@ -21,7 +21,7 @@
 //!   the upgrade's turn: give up on a new process late to listen, end the
 //!                       drain after a handover
 //!   ping systemd's watchdog if due
-//!   publish the counters
+//!   publish the counters (if a Handle was made: only one reads them)
 //! ```
 //!
 //! The rooms: this file holds the public API and the loop; `conns` the
