@@ -373,25 +373,13 @@ impl Outbox<'_> {
                 fds,
                 through: Some(t),
                 ..
-            } => {
-                let place = out.len();
-                if let Some(piece) = t.take_piece() {
-                    out.push(piece, *limit, spare);
-                }
-                attach(fds, place, t.fds);
-            }
+            } => copy_piece(out, fds, t, *limit, spare, false)?,
             Outbox::Messages {
                 out,
                 limit,
                 fds,
                 through: Some(t),
-            } => {
-                let place = out.len();
-                if let Some(piece) = t.take_piece() {
-                    push_record(out, piece, *limit, spare)?;
-                }
-                attach(fds, place, t.fds);
-            }
+            } => copy_piece(out, fds, t, *limit, spare, true)?,
             Outbox::Datagrams {
                 queue,
                 through: Some(t),
@@ -405,6 +393,27 @@ impl Outbox<'_> {
         }
         Ok(())
     }
+}
+
+/// Copies `t`'s piece (if any) into `out`, as one record on a message
+/// socket (`record`), with the descriptors that ride it at its place.
+fn copy_piece(
+    out: &mut Buffer,
+    fds: &mut Option<Box<Attached>>,
+    t: &mut Through<'_>,
+    limit: usize,
+    spare: &mut Vec<u8>,
+    record: bool,
+) -> Result<(), SendError> {
+    let place = out.len();
+    if let Some(piece) = t.take_piece() {
+        match record {
+            true => push_record(out, piece, limit, spare)?,
+            false => out.push(piece, limit, spare),
+        }
+    }
+    attach(fds, place, t.fds);
+    Ok(())
 }
 
 /// Attaches `fds` (if any) to the output at `place`.
