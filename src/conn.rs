@@ -774,8 +774,6 @@ fn split(extra: &mut Option<Box<Extra>>) -> (Option<PeerCred>, Option<&mut Vec<O
 fn through_fds_done(at: &mut Option<Box<Attached>>, sent: bool, spares: &mut Spares) {
     match sent {
         true => spares.through_fds.clear(),
-        false => at
-            .get_or_insert_with(Box::default)
-            .attach(0, &mut spares.through_fds),
+        false => outbox::attach(at, 0, &mut spares.through_fds),
     }
 }

@@ -585,16 +585,12 @@ impl Context<'_> {
         fds: Vec<OwnedFd>,
     ) -> Result<(), SendError> {
         let limit = self.ctl.max_buffer();
-        match &mut self.outbox {
-            Outbox::Datagrams { .. } => {
-                // In order: a reply that went through goes first.
-                self.outbox.copy_through(self.spare)?;
-                let Outbox::Datagrams { queue, .. } = &mut self.outbox else {
-                    unreachable!("matched above")
-                };
-                crate::ctl::queue_datagram(queue, limit, to, bytes, fds)
-            }
-            _ => self.ctl.send_datagram_with_fds(to, bytes, fds),
+        // In order: a reply that went through goes first (on a connection
+        // socket, where a datagram is refused, the copy costs nothing new).
+        self.outbox.copy_through(self.spare)?;
+        match self.outbox.datagrams() {
+            Some(queue) => crate::ctl::queue_datagram(queue, limit, to, bytes, fds),
+            None => self.ctl.send_datagram_with_fds(to, bytes, fds),
         }
     }
 

@@ -40,7 +40,7 @@ use std::os::fd::OwnedFd;
 use socket2::SockAddr;
 
 use crate::buffer::Buffer;
-use crate::codec::{self, HEADER_LEN};
+use crate::codec;
 use crate::config::Framing;
 use crate::fds::Attached;
 
@@ -291,34 +291,40 @@ impl Outbox<'_> {
 
     /// Queues `payload` as one frame of the connection's framing.
     pub(crate) fn send(&mut self, payload: &[u8], spare: &mut Vec<u8>) -> Result<(), SendError> {
-        match self {
+        let header = match self {
             Outbox::Stream {
                 framing: Framing::Line,
                 ..
-            } => {
-                self.copy_through(spare)?;
-                let Outbox::Stream { out, limit, .. } = self else {
-                    unreachable!("matched above")
-                };
-                out.push(payload, *limit, spare);
-                out.push(b"\n", *limit, spare);
-                Ok(())
-            }
+            } => None,
             Outbox::Stream {
                 framing: Framing::Length,
                 ..
-            } => {
-                let header: [u8; HEADER_LEN] =
-                    codec::length_header(payload.len()).map_err(|_| too_large(payload))?;
-                self.copy_through(spare)?;
-                let Outbox::Stream { out, limit, .. } = self else {
-                    unreachable!("matched above")
-                };
-                out.push(&header, *limit, spare);
-                out.push(payload, *limit, spare);
-                Ok(())
+            } => Some(codec::length_header(payload.len()).map_err(|_| too_large(payload))?),
+            // Raw streams and messages add nothing: verbatim.
+            _ => return self.send_wire(payload, spare),
+        };
+        // Framed bytes are not in the read: what went through goes first.
+        self.copy_through(spare)?;
+        if let Outbox::Stream { out, limit, .. } = self {
+            match header {
+                Some(header) => {
+                    out.push(&header, *limit, spare);
+                    out.push(payload, *limit, spare);
+                }
+                None => {
+                    out.push(payload, *limit, spare);
+                    out.push(b"\n", *limit, spare);
+                }
             }
-            _ => self.send_wire(payload, spare),
+        }
+        Ok(())
+    }
+
+    /// The datagram queue, on a datagram socket.
+    pub(crate) fn datagrams(&mut self) -> Option<&mut Datagrams> {
+        match self {
+            Outbox::Datagrams { queue, .. } => Some(queue),
+            _ => None,
         }
     }
 
@@ -417,7 +423,7 @@ fn copy_piece(
 }
 
 /// Attaches `fds` (if any) to the output at `place`.
-fn attach(at: &mut Option<Box<Attached>>, place: usize, fds: &mut Vec<OwnedFd>) {
+pub(crate) fn attach(at: &mut Option<Box<Attached>>, place: usize, fds: &mut Vec<OwnedFd>) {
     if !fds.is_empty() {
         at.get_or_insert_with(Box::default).attach(place, fds);
     }
@@ -714,36 +720,38 @@ mod tests {
         assert_eq!(out.as_slice(), b"ab\ncd\nx\nef\n");
     }
 
+    /// The outbox of one callback on a message socket that read `input`.
+    fn messages<'a>(
+        input: &'a [u8],
+        out: &'a mut Buffer,
+        fds: &'a mut Option<Box<Attached>>,
+        piece: &'a mut Option<Range<usize>>,
+        through_fds: &'a mut Vec<OwnedFd>,
+    ) -> Outbox<'a> {
+        Outbox::Messages {
+            out,
+            limit: 1 << 20,
+            fds,
+            through: Some(Through {
+                input,
+                piece,
+                fds: through_fds,
+            }),
+        }
+    }
+
     #[test]
     fn a_message_goes_through_alone() {
         let input = b"onetwo";
         let (mut out, mut spare, mut fds, mut piece) = (Buffer::new(), Vec::new(), None, None);
         let mut through_fds = Vec::new();
-        let mut outbox = Outbox::Messages {
-            out: &mut out,
-            limit: 1 << 20,
-            fds: &mut fds,
-            through: Some(Through {
-                input,
-                piece: &mut piece,
-                fds: &mut through_fds,
-            }),
-        };
+        let mut outbox = messages(input, &mut out, &mut fds, &mut piece, &mut through_fds);
         outbox.send_wire(&input[..3], &mut spare).expect("fits");
         assert_eq!(outbox.pending(), RECORD_HEAD + 3);
         assert_eq!((piece.clone(), out.len()), (Some(0..3), 0));
         // A second message, even the next bytes of the read, is a record
         // of its own: the first is copied as one before it.
-        let mut outbox = Outbox::Messages {
-            out: &mut out,
-            limit: 1 << 20,
-            fds: &mut fds,
-            through: Some(Through {
-                input,
-                piece: &mut piece,
-                fds: &mut through_fds,
-            }),
-        };
+        let mut outbox = messages(input, &mut out, &mut fds, &mut piece, &mut through_fds);
         outbox.send_wire(&input[3..], &mut spare).expect("fits");
         assert_eq!(piece, None);
         assert_eq!(first_record(out.as_slice()), b"one");

@@ -332,15 +332,10 @@ pub fn send_fds<F: AsFd>(
         // SAFETY: every pointer in `msg` is null or points to a live buffer
         // of the length given beside it (iov only read by sendmsg); the
         // socket and the descriptors are borrowed, so open, for the call.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match cvt_len(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            sent => return sent,
         }
-        return Ok(n as usize);
     }
 }
 
@@ -430,18 +425,14 @@ pub fn epoll_level(
 pub fn send_once(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
     // call's duration; `fd` is borrowed, so open.
-    let n = unsafe {
+    cvt_len(unsafe {
         libc::send(
             fd.as_raw_fd(),
             buf.as_ptr().cast(),
             buf.len(),
             libc::MSG_NOSIGNAL,
         )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    })
 }
 
 /// One `recv(2)` into `buf`, straight on libc (see [`send_once`]).
@@ -462,11 +453,7 @@ fn recv_flags(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Res
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
     // call's duration (the kernel writes at most that many, whatever it
     // returns); `fd` is borrowed, so open.
-    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
+    cvt_len(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) })
 }
 
 /// `send(2)` with `MSG_NOSIGNAL` (a closed peer gives `EPIPE`, not SIGPIPE).
@@ -476,7 +463,7 @@ fn recv_flags(fd: BorrowedFd<'_>, buf: &mut [u8], flags: libc::c_int) -> io::Res
 ///
 /// `send`'s error (`WouldBlock`, `EPIPE`, ...).
 pub fn send_nosignal(sock: &Socket, buf: &[u8]) -> io::Result<usize> {
-    retry(|| sock.send_with_flags(buf, libc::MSG_NOSIGNAL))
+    retry(|| send_once(sock.as_fd(), buf))
 }
 
 /// Bytes of a Unix socket's send buffer a datagram or seqpacket message
@@ -595,22 +582,18 @@ fn recvmsg(
         // call. MSG_TRUNC only changes the value returned (the real
         // length), never what is written.
         let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_TRUNC;
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let n = match cvt_len(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) }) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            got => got?,
+        };
         let cred = if space > 0 {
             parse_control(&msg, fds.as_mut().map(|(v, _)| &mut **v))
         } else {
             None
         };
         return Ok(Received {
-            len: (n as usize).min(buf.len()),
-            full_len: n as usize,
+            len: n.min(buf.len()),
+            full_len: n,
             truncated: msg.msg_flags & libc::MSG_TRUNC != 0,
             ctrunc: msg.msg_flags & libc::MSG_CTRUNC != 0,
             name_len: msg.msg_namelen,
@@ -658,6 +641,15 @@ fn parse_control(msg: &libc::msghdr, mut fds: Option<&mut Vec<OwnedFd>>) -> Opti
         }
     }
     cred
+}
+
+/// Turns a `-1` byte count (`ssize_t`) into the `errno` error.
+#[inline]
+fn cvt_len(n: isize) -> io::Result<usize> {
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 /// Turns a `-1` return into the `errno` error.

@@ -205,12 +205,10 @@ fn read_once<H: Handler<M>, M, const FDS: bool>(
             // (A stream read that brings descriptors ends at their bytes,
             // short or not; such streams are polled level-triggered, so
             // the next wait reports what is left.)
-            if !limits.messages && n < scratch.len() && !entry.marks.has(Marks::READ_CLOSED) {
-                // A short read drained the socket.
-                entry.marks.set(Marks::READABLE, false);
-            }
-            if limits.messages {
-                // One message a readiness: the level says if more wait.
+            // A short read drained a stream; a message socket reads one
+            // message a readiness, the level saying whether more wait.
+            let short = n < scratch.len() && !entry.marks.has(Marks::READ_CLOSED);
+            if limits.messages || short {
                 entry.marks.set(Marks::READABLE, false);
             }
             entry
