@@ -450,7 +450,7 @@ impl<S> Conn<S> {
             return;
         }
         let held = self.extra().fds_in.get_or_insert_with(Vec::new);
-        held.append(fds);
+        crate::fds::move_all(held, fds);
         if lost || held.len() > limits.max_fds {
             held.clear();
             self.begin_close(CloseReason::Descriptors);

@@ -102,6 +102,18 @@ pub fn recv_with_fds(
 /// count from the head of the output, so they shrink as it is written.
 /// The descriptors themselves lie back to back in one vector, so that
 /// steady traffic allocates nothing.
+/// Moves every descriptor of `from` to the end of `into`, leaving `from`
+/// empty: a swap of the two vectors when `into` is empty (the common case
+/// on the echo path: no copy), else an append.
+#[inline]
+pub(crate) fn move_all(into: &mut Vec<OwnedFd>, from: &mut Vec<OwnedFd>) {
+    if into.is_empty() {
+        std::mem::swap(into, from);
+    } else {
+        into.append(from);
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Attached {
     /// `(place, how many of fds)`, places ascending and distinct.
@@ -118,7 +130,7 @@ impl Attached {
             return;
         }
         let n = fds.len();
-        self.fds.append(fds);
+        move_all(&mut self.fds, fds);
         match self.sets.back_mut() {
             Some((last, count)) if *last == place => *count += n,
             _ => {

@@ -272,7 +272,7 @@ impl Outbox<'_> {
         if !first || !t.take(payload, messages) {
             return false;
         }
-        t.fds.append(fds);
+        crate::fds::move_all(t.fds, fds);
         true
     }
 
