@@ -436,7 +436,7 @@ fn measure(
     };
     let cpu_before = server.cpu();
     let result = session.run(secs);
-    let cpu = (server.cpu() - cpu_before).as_secs_f64();
+    let cpu = server.cpu().since(cpu_before).as_secs_f64();
     drop(session);
     match result {
         Ok(r) => {

@@ -99,9 +99,9 @@ impl Server {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// User + system CPU time of the whole process (all threads) so far.
-    pub fn cpu(&self) -> Duration {
-        cpu_time(self.pid())
+    /// The process's CPU time so far, for [`CpuReading::since`].
+    pub fn cpu(&self) -> CpuReading {
+        CpuReading::of(self.pid())
     }
 
     /// Resident set size in bytes.
@@ -264,8 +264,48 @@ pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// A process's CPU time at one moment, read two ways: `utime + stime`
+/// (/proc/PID/stat), which counts every thread, dead ones included, but in
+/// clock ticks (10 ms: 1-2% of a one-second run); and the scheduler's own
+/// runtime in nanoseconds (/proc/PID/schedstat), exact but only the main
+/// thread's, so kept only while the process has no other.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuReading {
+    ticks: Duration,
+    /// The exact runtime, if the process was one thread.
+    exact: Option<Duration>,
+}
+
+impl CpuReading {
+    fn of(pid: u32) -> CpuReading {
+        let one_thread = proc_field(&format!("/proc/{pid}/status"), "Threads:") == 1;
+        let exact = one_thread.then(|| schedstat(pid)).flatten();
+        CpuReading {
+            ticks: cpu_ticks(pid),
+            exact,
+        }
+    }
+
+    /// CPU time used between `before` and this reading: the exact figure
+    /// when both are exact and agree with the tick count (within two ticks
+    /// and 2%: a thread that came and went in between would make them
+    /// disagree), else the tick count.
+    pub fn since(self, before: CpuReading) -> Duration {
+        let ticks = self.ticks.saturating_sub(before.ticks);
+        let (Some(now), Some(then)) = (self.exact, before.exact) else {
+            return ticks;
+        };
+        let exact = now.saturating_sub(then);
+        let slack = Duration::from_millis(20) + exact / 50;
+        match exact.abs_diff(ticks) <= slack {
+            true => exact,
+            false => ticks,
+        }
+    }
+}
+
 /// utime + stime of a process, from /proc/PID/stat (fields 14 and 15).
-fn cpu_time(pid: u32) -> Duration {
+fn cpu_ticks(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The command name may hold spaces; fields restart after its ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -279,6 +319,14 @@ fn cpu_time(pid: u32) -> Duration {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let ticks: u64 = fields.iter().sum();
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// The main thread's time on a CPU, in nanoseconds (the first field of
+/// /proc/PID/schedstat); None where the kernel does not keep it.
+fn schedstat(pid: u32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let ns = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
 }
 
 /// The first number after `key` on its line in a /proc file.

@@ -369,7 +369,7 @@ fn measure(server: &Server, w: &Workload, secs: f64, load_cpu: Option<usize>) ->
             return None;
         }
     };
-    let cpu = (server.cpu() - cpu_before).as_secs_f64();
+    let cpu = server.cpu().since(cpu_before).as_secs_f64();
     let (rate, per) = match w.unit {
         Unit::Messages => (report.msgs_per_sec, cpu * 1e6 / report.messages),
         Unit::Bytes => (report.mb_per_sec, cpu / (report.bytes / 1e9)),
