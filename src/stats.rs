@@ -88,7 +88,8 @@ counters! {
     bytes_out,
     /// Frames (or messages, or datagrams) received.
     frames_in,
-    /// Frames sent.
+    /// Frames sent: replies and pushes queued to a connection; on a
+    /// datagram socket, datagrams as they are sent (to any address).
     frames_out,
     /// Datagrams dropped (oversize, unanswerable sender, vanished peer)
     /// and partial frames dropped at EOF.

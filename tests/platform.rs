@@ -41,10 +41,14 @@ where
 impl<H, M> Running<H, M> {
     /// Stops the server and gives the handler back.
     fn stop(self) -> H {
+        self.finish().1
+    }
+
+    /// Stops the server: its final counters, and the handler.
+    fn finish(self) -> (Stats, H) {
         self.handle.stop();
         let (stats, handler) = self.thread.join().expect("server thread");
-        stats.expect("run");
-        handler
+        (stats.expect("run"), handler)
     }
 }
 
@@ -483,7 +487,9 @@ fn datagrams_go_to_any_address() {
     assert_eq!(&buf[..n], b"hi there");
     let n = sender.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"forwarded");
-    running.stop();
+    let (stats, _) = running.finish();
+    // Both datagrams sent are frames out, the forwarded one included.
+    assert_eq!((stats.frames_in, stats.frames_out), (1, 2));
 }
 
 /// On a stream socket a datagram has nowhere to go.

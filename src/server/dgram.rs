@@ -273,7 +273,7 @@ impl<S> Dgram<S> {
             world.ctl(now, None),
         );
         handler.frame(&mut self.state, Frame::raw(data), &mut cx);
-        stats.frames_out += cx.outcome().1;
+        // (Replies count as frames out once sent: see `send`.)
         self.received.clear(); // not taken: closed
                                // Write eagerly (the piece first: nothing is queued before it);
                                // only what must wait keeps a copy of its bytes and the address.
@@ -363,8 +363,9 @@ impl<S> Dgram<S> {
     }
 }
 
-/// Sends one reply, counting what was sent or dropped; `Break` when the
-/// receiver is full (the reply stays queued).
+/// Sends one reply, counting what was sent (a frame out, whether it
+/// answers the datagram being handled or was queued by any callback) or
+/// dropped; `Break` when the receiver is full (the reply stays queued).
 fn send(
     sock: &Socket,
     to: &SockAddr,
@@ -380,6 +381,7 @@ fn send(
         };
         match sent {
             Ok(n) => {
+                stats.frames_out += 1;
                 stats.bytes_out += n as u64;
                 stats.fds_out += fds.len() as u64;
             }
