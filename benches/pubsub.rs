@@ -28,7 +28,8 @@
 //!
 //! Reported: delivered messages/s (publishes × subscribers, over the
 //! time from the first PUB to the last message read), the server's CPU
-//! (utime + stime) in µs per delivered message, how busy the server and
+//! (its runtime: schedstat if one thread, else utime + stime) in µs per
+//! delivered message, how busy the server and
 //! the driver were, and the ratios uds-reactor ÷ Redis per repetition;
 //! medians with min–max over the repetitions, as a markdown table.
 //!
@@ -221,7 +222,7 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "CPU = the server process's utime + stime; busy = CPU time ÷ wall time \
+        "CPU = the server process's runtime (schedstat if one thread, else utime + stime); busy = CPU time ÷ wall time \
          (driver: its one thread); ratios taken per repetition."
     );
     println!("load average at start: {load_start}; at end: {}", loadavg());

@@ -106,7 +106,9 @@ pub fn main(family: Option<Family>, tag: &str) {
         bench.settings.secs,
         started.elapsed().as_secs_f64()
     );
-    println!("CPU = the server process's utime + stime; ratios taken per repetition.");
+    println!(
+        "CPU = the server process's runtime (schedstat if one thread, else utime + stime); ratios taken per repetition."
+    );
     println!("load average at start: {load_start}; at end: {}", loadavg());
     for (pi, p) in bench.placements.iter().enumerate() {
         println!();
