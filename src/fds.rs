@@ -96,15 +96,10 @@ pub fn recv_with_fds(
     sys::recv_fds(sock.as_fd(), buf, max_fds, fds)
 }
 
-/// Descriptors attached to queued output, each set at the place it goes
-/// with: for bytes and message records, the number of output bytes ahead
-/// of it; for datagrams, the number of datagrams ahead of it. Places
-/// count from the head of the output, so they shrink as it is written.
-/// The descriptors themselves lie back to back in one vector, so that
-/// steady traffic allocates nothing.
 /// Moves every descriptor of `from` to the end of `into`, leaving `from`
 /// empty: a swap of the two vectors when `into` is empty (the common case
-/// on the echo path: no copy), else an append.
+/// on the echo path: no copy; the two allocations trade places), else an
+/// append.
 #[inline]
 pub(crate) fn move_all(into: &mut Vec<OwnedFd>, from: &mut Vec<OwnedFd>) {
     if into.is_empty() {
@@ -114,6 +109,12 @@ pub(crate) fn move_all(into: &mut Vec<OwnedFd>, from: &mut Vec<OwnedFd>) {
     }
 }
 
+/// Descriptors attached to queued output, each set at the place it goes
+/// with: for bytes and message records, the number of output bytes ahead
+/// of it; for datagrams, the number of datagrams ahead of it. Places
+/// count from the head of the output, so they shrink as it is written.
+/// The descriptors themselves lie back to back in one vector, so that
+/// steady traffic allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Attached {
     /// `(place, how many of fds)`, places ascending and distinct.
@@ -130,7 +131,7 @@ impl Attached {
             return;
         }
         let n = fds.len();
-        move_all(&mut self.fds, fds);
+        self.fds.append(fds);
         match self.sets.back_mut() {
             Some((last, count)) if *last == place => *count += n,
             _ => {

@@ -199,8 +199,9 @@ impl Outbox<'_> {
 
     /// Queues `payload` framed (or verbatim) with the descriptors of
     /// `fds` attached to it: to its first byte on a stream, to the message
-    /// otherwise; `fds` is left empty (its allocation is the caller's to
-    /// reuse). On error nothing is queued and the descriptors are closed.
+    /// otherwise; `fds` is left empty (whatever allocation it is left with
+    /// is the caller's to reuse). On error nothing is queued and the
+    /// descriptors are closed.
     pub(crate) fn send_fds(
         &mut self,
         payload: &[u8],
