@@ -105,32 +105,14 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let quick = var("UDSR_BENCH_QUICK").is_some_and(|v| v != "0");
-        let (reps, secs): (usize, f64) = if quick { (1, 0.5) } else { (3, 2.0) };
+        let (reps, secs) = procs::reps_and_secs((3, 2.0), (1, 0.5));
         Settings {
-            reps: var("UDSR_BENCH_REPS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(reps)
-                .clamp(1, 20),
-            secs: var("UDSR_BENCH_SECS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(secs)
-                .clamp(0.1, 30.0),
-            pipeline: var("UDSR_BENCH_PIPELINE")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(PIPELINE)
-                .clamp(1, 4096),
-            backlog: var("UDSR_BENCH_BACKLOG")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(BACKLOG)
-                .clamp(1, 1 << 16),
+            reps,
+            secs,
+            pipeline: procs::setting_in("UDSR_BENCH_PIPELINE", PIPELINE, 1..=4096),
+            backlog: procs::setting_in("UDSR_BENCH_BACKLOG", BACKLOG, 1..=1 << 16),
         }
     }
-}
-
-/// A non-empty environment variable.
-fn var(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.is_empty())
 }
 
 /// One measured run.
@@ -324,7 +306,7 @@ fn exec_peer(name: &str, path: &Path) -> ! {
 /// The pubsub example's binary: `UDSR_BENCH_PUBSUB`, or the one cargo
 /// builds beside the uds-reactor binary.
 fn pubsub_bin() -> PathBuf {
-    match var("UDSR_BENCH_PUBSUB") {
+    match procs::setting("UDSR_BENCH_PUBSUB") {
         Some(p) => PathBuf::from(p),
         None => Path::new(env!("CARGO_BIN_EXE_uds-reactor"))
             .with_file_name("examples")
@@ -336,7 +318,7 @@ fn pubsub_bin() -> PathBuf {
 /// binary); its path, or why there is none.
 fn prepare_example() -> Result<PathBuf, String> {
     let bin = pubsub_bin();
-    if var("UDSR_BENCH_PUBSUB").is_none() {
+    if procs::setting("UDSR_BENCH_PUBSUB").is_none() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         if !manifest.join("examples/pubsub.rs").exists() {
             return Err("examples/pubsub.rs does not exist".into());
@@ -392,7 +374,7 @@ fn find_redis() -> Result<PathBuf, String> {
     if let Some(p) = on_path() {
         return Ok(p);
     }
-    if var("UDSR_BENCH_INSTALL_REDIS").is_none_or(|v| v == "0") {
+    if procs::setting("UDSR_BENCH_INSTALL_REDIS").is_none_or(|v| v == "0") {
         return Err(
             "redis-server is not on PATH (apt-get install -y redis-server, \
              or set UDSR_BENCH_INSTALL_REDIS=1 to have the bench try)"

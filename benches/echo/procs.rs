@@ -259,6 +259,37 @@ pub fn pin(pid: u32, cpu: usize) {
     }
 }
 
+/// A bench setting from the environment: unset and empty are the same.
+pub fn setting(key: &str) -> Option<String> {
+    std::env::var(key).ok().filter(|v| !v.is_empty())
+}
+
+/// A numeric setting, `default` when unset or not a number, clamped to
+/// `range`.
+pub fn setting_in<T>(key: &str, default: T, range: std::ops::RangeInclusive<T>) -> T
+where
+    T: std::str::FromStr + PartialOrd + Copy,
+{
+    let v = setting(key).and_then(|v| v.parse().ok()).unwrap_or(default);
+    match v {
+        v if v < *range.start() => *range.start(),
+        v if v > *range.end() => *range.end(),
+        v => v,
+    }
+}
+
+/// Repetitions and seconds of sending per run: `UDSR_BENCH_REPS` and
+/// `UDSR_BENCH_SECS` over `normal`, or over `quick` with
+/// `UDSR_BENCH_QUICK` set (not `0`).
+pub fn reps_and_secs(normal: (usize, f64), quick: (usize, f64)) -> (usize, f64) {
+    let is_quick = setting("UDSR_BENCH_QUICK").is_some_and(|v| v != "0");
+    let (reps, secs) = if is_quick { quick } else { normal };
+    (
+        setting_in("UDSR_BENCH_REPS", reps, 1..=20),
+        setting_in("UDSR_BENCH_SECS", secs, 0.1..=30.0),
+    )
+}
+
 /// Online CPUs.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -30,21 +30,14 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let quick = var("UDSR_BENCH_QUICK").is_some_and(|v| v != "0");
-        let (reps, secs) = if quick { QUICK } else { DEFAULT };
+        let (reps, secs) = procs::reps_and_secs(DEFAULT, QUICK);
         Settings {
-            reps: var("UDSR_BENCH_REPS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(reps)
-                .clamp(1, 20),
-            secs: var("UDSR_BENCH_SECS")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(secs)
-                .clamp(0.1, 30.0),
-            only: var("UDSR_BENCH_ONLY"),
-            servers: var("UDSR_BENCH_SERVERS").map(|v| v.split(',').map(str::to_owned).collect()),
-            placement: var("UDSR_BENCH_PLACEMENT").unwrap_or_else(|| "both".into()),
+            reps,
+            secs,
+            only: procs::setting("UDSR_BENCH_ONLY"),
+            servers: procs::setting("UDSR_BENCH_SERVERS")
+                .map(|v| v.split(',').map(str::to_owned).collect()),
+            placement: procs::setting("UDSR_BENCH_PLACEMENT").unwrap_or_else(|| "both".into()),
             baseline: std::env::var_os("UDSR_BENCH_BASELINE").is_some(),
         }
     }
