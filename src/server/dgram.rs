@@ -274,9 +274,10 @@ impl<S> Dgram<S> {
         );
         handler.frame(&mut self.state, Frame::raw(data), &mut cx);
         // (Replies count as frames out once sent: see `send`.)
-        self.received.clear(); // not taken: closed
-                               // Write eagerly (the piece first: nothing is queued before it);
-                               // only what must wait keeps a copy of its bytes and the address.
+        // Descriptors the handler did not take are closed.
+        self.received.clear();
+        // Write eagerly (the piece first: nothing is queued before it);
+        // only what must wait keeps a copy of its bytes and the address.
         let blocked = piece.is_some_and(|piece| {
             let reply = &data[piece];
             let blocked = send(&self.sock, from, reply, &[], stats).is_break();
